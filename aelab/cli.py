@@ -1,0 +1,70 @@
+"""`aelab <command> [overrides]`: pick the command, check the overrides, hand argv to Hydra.
+
+Kept light on purpose: `aelab --help` must not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "train a model: aelab train model=vae latent_dim=2",
+    "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
+    "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
+    "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
+}
+
+# Hydra flags that print or configure instead of running: hand them over unchecked.
+HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+               "--version", "--resolve", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun"}
+
+USAGE = """usage: aelab <command> [key=value ...] [-m] [--help] [--cfg job]
+
+aelab trains and explores autoencoders; configs are Hydra YAML (conf/), every
+option is an override like latent_dim=2.
+
+commands:
+{commands}
+
+examples:
+  aelab train model=vae latent_dim=2                 # -> outputs/<date>/<time>_vae/
+  aelab train -m model=ae,vae latent_dim=2,8         # a sweep -> multirun/<date>/<time>/
+  aelab eval run=outputs/<date>/<time>_vae
+  tensorboard --logdir outputs
+
+`aelab <command> --help` lists that command's config groups and keys.
+"""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    if argv[0] == "--version":
+        from aelab import __version__
+
+        print(f"aelab {__version__}")
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: command: unknown command {command!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
+        sys.exit(2)
+    if not HYDRA_FLAGS.intersection(a.split("=", 1)[0] for a in rest):
+        from aelab.precheck import precheck
+
+        precheck(command, rest)
+    module = importlib.import_module(f"aelab.commands.{command}")
+    sys.argv = [f"aelab {command}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

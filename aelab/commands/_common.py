@@ -1,0 +1,82 @@
+"""Glue shared by the commands: resolvers, the Hydra entry wrapper, run loading and output folders."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.errors import UserError, exit_with, full_errors_requested
+
+STARTED = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # one stamp per process, however often resolved
+
+
+def _run_dir(resume: str | None, fresh: str) -> str:
+    """A resumed run keeps writing into its own directory."""
+    return str(resume) if resume else fresh
+
+
+def _output_subdir(resume: str | None) -> str:
+    """Hydra's config copy of a resumed run goes beside, never over, the original."""
+    return f".hydra/resume_{STARTED}" if resume else ".hydra"
+
+
+def register_resolvers() -> None:
+    for name, fn in (("aelab_run_dir", _run_dir), ("aelab_output_subdir", _output_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
+def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None) -> Any:
+    """Run a command body; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        return task()
+    except UserError as error:
+        if cleanup is not None:
+            cleanup()
+        if full_errors_requested():
+            raise
+        exit_with(error)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def output_dir(run_dir: Path, command: str) -> Path:
+    """A new folder <run>/<command>/<time>[-k] for a command's results; training files are never touched."""
+    base = Path(run_dir) / command / STARTED
+    candidate, k = base, 1
+    while candidate.exists():
+        candidate, k = base.with_name(f"{base.name}-{k}"), k + 1
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def remove_if_only_hydra(run_dir: Path, created_subdir: Path) -> None:
+    """Undo what Hydra created for a run that failed before it wrote anything of its own."""
+    if created_subdir.is_dir():
+        shutil.rmtree(created_subdir, ignore_errors=True)
+    if run_dir.is_dir():
+        leftovers = [p for p in run_dir.iterdir() if p.name not in {".hydra", "train.log"}]
+        hydra_dir = run_dir / ".hydra"
+        if not leftovers and (not hydra_dir.exists() or not any(hydra_dir.iterdir())):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def save_json(values: dict[str, Any], path: Path) -> Path:
+    import json
+
+    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def config_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,104 @@
+"""`aelab train`: compose a family, an arch and a dataset, and fit them with the shared engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.commands._common import config_dict, remove_if_only_hydra, run_command, save_json
+from aelab.config_check import check_train
+from aelab.errors import UserError
+
+
+def resume_config(stored_raw: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The stored (unresolved) config of a run, with the value overrides given on this command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = OmegaConf.create(stored_raw)
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        current = OmegaConf.select(cfg, key, default="__absent__", throw_on_missing=False)
+        if current == "__absent__" or isinstance(current, DictConfig) or override.is_delete():
+            raise UserError(key, "cannot be changed when resuming a run", "value keys such as epochs=20 or lr=1e-4")
+        OmegaConf.update(cfg, key, override.value(), merge=False)
+    return cfg
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume) one run in run_dir; returns the final metrics."""
+    import torch
+
+    from aelab.data import build_data
+    from aelab.engine.build import build, build_model
+    from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
+    from aelab.engine.device import resolve_device
+    from aelab.engine.trainer import Trainer
+
+    check_train(cfg)
+    run_dir = Path(run_dir)
+    resumed = None
+    if cfg.get("resume"):
+        resumed = load_checkpoint(checkpoint_path(Path(cfg.resume).expanduser(), "last"), key="resume")
+        cfg = resume_config(resumed["config_raw"], overrides or [])
+        check_train(cfg)
+    torch.manual_seed(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    data = build_data(cfg.data, device)
+    model = build_model(cfg, data.shape, data.num_classes)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    trainer = Trainer(model, data, cfg.trainer, device=device, logger=None, run_dir=run_dir, seed=int(cfg.seed),
+                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()})
+    if resumed is not None:
+        trainer.load_state_dict(resumed)
+    trainer.logger = build(cfg.logger, "logger", log_dir=str(run_dir), start_step=trainer.step)
+    try:
+        metrics = trainer.fit()
+        metrics["data"] = data.name
+        save_json(metrics, run_dir / "metrics.json")
+        trainer.logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
+    finally:
+        trainer.logger.close()
+    _report(run_dir, metrics, data)
+    return metrics
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    keys = ("latent_dim", "beta", "noise", "seed", "epochs", "batch_size", "lr")
+    out: dict[str, Any] = {k: cfg[k] for k in keys if k in cfg}
+    out["model"] = cfg.model._target_.rsplit(".", 1)[-1]
+    out["arch"] = cfg.arch._target_.rsplit(".", 1)[-1]
+    return out
+
+
+def _report(run_dir: Path, metrics: dict[str, Any], data) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"final metrics ({data.name})", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        value = metrics[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    for note in data.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"run directory: {run_dir}")
+    console.print(f"TensorBoard:   tensorboard --logdir {run_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="train")
+def main(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    created = run_dir / hc.output_subdir if hc.output_subdir else run_dir / "__none__"
+    return run_command(lambda: run(cfg, run_dir, list(hc.overrides.task)),
+                       cleanup=lambda: remove_if_only_hydra(run_dir, created))

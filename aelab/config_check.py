@@ -1,0 +1,132 @@
+"""Validation of user-facing config values before any work starts (no torch import here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LIKELIHOODS = ("bernoulli", "gaussian")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _get(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    value = OmegaConf.select(cfg, key, default="__absent__", throw_on_missing=False)
+    return (value != "__absent__"), value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_int(cfg: DictConfig, key: str, minimum: int | None = None, nullable: bool = False) -> None:
+    present, v = _get(cfg, key)
+    if not present or (v is None and nullable):
+        return
+    rule = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    if not _is_int(v):
+        raise UserError(key, f"expected an integer, got {v!r}", rule)
+    if minimum is not None and v < minimum:
+        raise UserError(key, f"must be >= {minimum}, got {v}", rule)
+
+
+def check_number(
+    cfg: DictConfig, key: str, minimum: float | None = None, exclusive: bool = False,
+    maximum: float | None = None, nullable: bool = False,
+) -> None:
+    present, v = _get(cfg, key)
+    if not present or (v is None and nullable):
+        return
+    op = ">" if exclusive else ">="
+    rule = "a number" + (f" {op} {minimum}" if minimum is not None else "")
+    rule += f" and <= {maximum}" if maximum is not None else ""
+    if not _is_number(v):
+        raise UserError(key, f"expected a number, got {v!r}", rule)
+    too_low = minimum is not None and (v <= minimum if exclusive else v < minimum)
+    if too_low or (maximum is not None and v > maximum):
+        raise UserError(key, f"out of range: {v}", rule)
+
+
+def check_choice(cfg: DictConfig, key: str, allowed: Iterable[str]) -> None:
+    present, v = _get(cfg, key)
+    allowed = tuple(allowed)
+    if present and v not in allowed:
+        raise UserError(key, f"unknown value {v!r}", "one of: " + ", ".join(allowed))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check the user-facing keys of a composed train/eval/sample/interpolate config."""
+    check_int(cfg, "latent_dim", minimum=1)
+    check_number(cfg, "beta", minimum=0)
+    check_number(cfg, "noise", minimum=0)
+    check_choice(cfg, "device", DEVICES)
+    check_int(cfg, "seed", minimum=0)
+    check_int(cfg, "epochs", minimum=0)
+    check_int(cfg, "batch_size", minimum=1)
+    check_number(cfg, "lr", minimum=0, exclusive=True)
+    check_choice(cfg, "model.likelihood", LIKELIHOODS)
+    check_number(cfg, "trainer.grad_clip", minimum=0, exclusive=True, nullable=True)
+    check_int(cfg, "trainer.log_every", minimum=1)
+    check_int(cfg, "trainer.eval_batch_size", minimum=1)
+    check_choice(cfg, "trainer.precision", PRECISIONS)
+    check_number(cfg, "data.val_fraction", minimum=0, maximum=0.9)
+
+
+def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
+    """A training run directory given on the command line must exist and hold a checkpoint."""
+    from pathlib import Path
+
+    present, value = _get(cfg, key)
+    if not present or value in (None, ""):
+        if required:
+            raise UserError(key, "no run directory given", f"{key}=outputs/<date>/<time>_<model>")
+        return
+    run = Path(str(value)).expanduser()
+    if not run.is_dir():
+        raise UserError(key, f"no such directory: {run}", "a run directory written by `aelab train`")
+    if not (run / "checkpoints" / "last.pt").is_file():
+        raise UserError(key, f"{run} holds no checkpoints/last.pt", "a run directory written by `aelab train`")
+
+
+def check_train(cfg: DictConfig) -> None:
+    check_config(cfg)
+    check_run_dir(cfg, "resume", required=False)
+
+
+def check_eval(cfg: DictConfig) -> None:
+    check_config(cfg)
+    check_run_dir(cfg, "run", required=True)
+    check_choice(cfg, "ckpt", ("last", "best"))
+    check_choice(cfg, "split", ("train", "val", "test"))
+    check_int(cfg, "num_images", minimum=0)
+
+
+def check_sample(cfg: DictConfig) -> None:
+    check_config(cfg)
+    check_run_dir(cfg, "run", required=True)
+    check_choice(cfg, "ckpt", ("last", "best"))
+    check_int(cfg, "n", minimum=1)
+    check_int(cfg, "grid_size", minimum=2)
+
+
+def check_interpolate(cfg: DictConfig) -> None:
+    check_config(cfg)
+    check_run_dir(cfg, "run", required=True)
+    check_choice(cfg, "ckpt", ("last", "best"))
+    check_choice(cfg, "split", ("train", "val", "test"))
+    check_choice(cfg, "method", ("lerp", "slerp"))
+    check_int(cfg, "from", minimum=0)
+    check_int(cfg, "to", minimum=0)
+    check_int(cfg, "steps", minimum=2)
+    check_int(cfg, "frame_ms", minimum=10)
+
+
+CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate}

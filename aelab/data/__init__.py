@@ -1,0 +1,65 @@
+"""Dataset registry (conf/data/*.yaml) -> train / val / test splits on the training device."""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from aelab.data.base import Batch, DataModule, LoaderSplit, Split, TensorSplit
+from aelab.data.sources import StreamData, TensorData
+from aelab.errors import UserError
+
+__all__ = ["Batch", "DataModule", "Split", "build_data"]
+
+
+def _fractions(n: int, fractions: list[float], seed: int) -> list[torch.Tensor]:
+    """Cut a seeded permutation of range(n) into the given fractions; the rest comes first."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [int(round(f * n)) for f in fractions]
+    rest = n - sum(sizes)
+    if rest < 1 or any(s < 1 for s in sizes):
+        raise UserError("data", f"only {n} examples: too few for a train/val/test split")
+    return list(torch.split(order, [rest, *sizes]))
+
+
+def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, seed: int,
+                   device: torch.device) -> DataModule:
+    if src.test_x is None:
+        train_idx, val_idx, test_idx = _fractions(len(src.train_x), [val_fraction, test_fraction], seed)
+        test = (src.train_x[test_idx], None if src.train_y is None else src.train_y[test_idx])
+    else:
+        train_idx, val_idx = _fractions(len(src.train_x), [val_fraction], seed)
+        test = (src.test_x, src.test_y)
+
+    def part(idx: torch.Tensor) -> TensorSplit:
+        return TensorSplit(src.train_x[idx], None if src.train_y is None else src.train_y[idx], device)
+
+    return DataModule(
+        src.name, tuple(src.train_x.shape[1:]), src.num_classes,  # type: ignore[arg-type]
+        part(train_idx), part(val_idx), TensorSplit(*test, device),
+        class_names=src.class_names, notes=list(src.notes),
+    )
+
+
+def _stream_module(src: StreamData, val_fraction: float, test_fraction: float, seed: int,
+                   device: torch.device, num_workers: int) -> DataModule:
+    parts = _fractions(len(src.dataset), [val_fraction, test_fraction], seed)  # type: ignore[arg-type]
+    labelled = src.num_classes is not None
+    train, val, test = (
+        LoaderSplit(torch.utils.data.Subset(src.dataset, idx.tolist()), device, labelled, num_workers)
+        for idx in parts
+    )
+    return DataModule(src.name, src.shape, src.num_classes, train, val, test,
+                      class_names=src.class_names, notes=list(src.notes))
+
+
+def build_data(cfg: DictConfig, device: torch.device) -> DataModule:
+    """Instantiate cfg.source and split it; the split is seeded by cfg.split_seed, not the run seed."""
+    src = instantiate(cfg.source)
+    val_f, test_f, seed = float(cfg.val_fraction), float(cfg.test_fraction), int(cfg.split_seed)
+    if isinstance(src, TensorData):
+        return _tensor_module(src, val_f, test_f, seed, device)
+    if isinstance(src, StreamData):
+        return _stream_module(src, val_f, test_f, seed, device, int(cfg.get("num_workers", 0)))
+    raise TypeError(f"data source {cfg.source._target_} returned {type(src).__name__}")

@@ -1,0 +1,118 @@
+"""Data containers: in-memory tensor splits and streaming loader splits behind one interface."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(slots=True)
+class Batch:
+    x: Tensor  # (B, C, H, W) float, images in [0, 1]
+    y: Tensor | None = None  # (B,) int64 class labels, None for unlabeled data
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 pixels -> float in [0, 1]; float data passes through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+class Split(Protocol):
+    has_labels: bool
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]: ...
+
+    def head(self, n: int) -> Batch: ...
+
+
+class TensorSplit:
+    """A split held as one tensor on the training device, batched by indexing a permutation."""
+
+    def __init__(self, x: Tensor, y: Tensor | None, device: torch.device) -> None:
+        self.x = x.to(device)  # (N, C, H, W) uint8 (images) or float (tables)
+        self.y = None if y is None else y.to(device=device, dtype=torch.long)  # (N,)
+        self.device = device
+        self.has_labels = y is not None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        n = len(self)
+        # The permutation is drawn on the CPU generator (portable, checkpointable
+        # state) and moved once per epoch; indexing happens on the device.
+        order = torch.randperm(n, generator=generator).to(self.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                sl = slice(start, start + batch_size)
+                yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl])
+            else:
+                idx = order[start : start + batch_size]
+                yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx])
+
+    def head(self, n: int) -> Batch:
+        return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n])
+
+
+class LoaderSplit:
+    """A split streamed from a map-style dataset through a DataLoader (data that need not fit in memory)."""
+
+    def __init__(
+        self, dataset: torch.utils.data.Dataset, device: torch.device, has_labels: bool, num_workers: int = 0
+    ) -> None:
+        self.dataset, self.device, self.has_labels, self.num_workers = dataset, device, has_labels, num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def _to_batch(self, x: Tensor, y: Tensor) -> Batch:
+        x = to_float(x.to(self.device, non_blocking=True))
+        return Batch(x, y.to(self.device) if self.has_labels else None)
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            yield self._to_batch(x, y)
+
+    def head(self, n: int) -> Batch:
+        items = [self.dataset[i] for i in range(min(n, len(self)))]
+        return self._to_batch(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
+
+
+@dataclass
+class DataModule:
+    """The train / validation / test splits of one dataset, with what was really loaded."""
+
+    name: str  # the dataset really used (after any fallback)
+    shape: tuple[int, int, int]  # (C, H, W) of one example
+    num_classes: int | None
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why a fallback happened
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name, "shape": list(self.shape), "num_classes": self.num_classes,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "notes": self.notes,
+        }

@@ -1,0 +1,62 @@
+"""An image folder (optionally one subfolder per class), resized on read and streamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aelab.data.sources import StreamData
+from aelab.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Reads, converts and resizes one image per item: (uint8 (C, H, W), label)."""
+
+    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int) -> None:
+        self.files, self.labels, self.size, self.channels = files, labels, size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if self.channels == 1 else "RGB")
+                img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
+                pixels = np.asarray(img, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise UserError("data.source.path", f"cannot read image {path}: {exc}") from None
+        x = torch.from_numpy(pixels.copy())
+        x = x.unsqueeze(0) if self.channels == 1 else x.permute(2, 0, 1)
+        return x, self.labels[i]
+
+
+def load_folder(path: str | None, size: int = 32, channels: int = 1) -> StreamData:
+    """All images under path; class labels from subfolder names when every image sits in one."""
+    if not path:
+        raise UserError("data.source.path", "no folder given", "data=folder data.source.path=/path/to/images")
+    if channels not in (1, 3):
+        raise UserError("data.source.channels", f"got {channels}", "1 or 3")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError("data.source.path", f"no such directory: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError("data.source.path", f"no images in {root}", "suffixes: " + ", ".join(sorted(IMAGE_SUFFIXES)))
+    subdirs = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
+    labelled = len(subdirs) > 0 and all(len(p.relative_to(root).parts) > 1 for p in files)
+    class_names = sorted(subdirs) if labelled else None
+    index = {name: i for i, name in enumerate(class_names or [])}
+    labels = [index[p.relative_to(root).parts[0]] if labelled else -1 for p in files]
+    dataset = ImageFiles(files, labels, size, channels)
+    return StreamData(
+        f"folder:{root}", dataset, (channels, size, size),
+        num_classes=len(class_names) if class_names else None, class_names=class_names,
+    )

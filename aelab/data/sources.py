@@ -1,0 +1,34 @@
+"""What a data source hands to the builder: whole tensors, or an indexable stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TensorData:
+    """A dataset small enough to hold as uint8 tensors; test=None means carve one from train."""
+
+    name: str
+    train_x: Tensor  # (N, C, H, W) uint8
+    train_y: Tensor | None  # (N,)
+    test_x: Tensor | None = None
+    test_y: Tensor | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StreamData:
+    """A dataset read example by example; dataset[i] -> (uint8 (C, H, W) tensor, int label)."""
+
+    name: str
+    dataset: torch.utils.data.Dataset
+    shape: tuple[int, int, int]
+    num_classes: int | None
+    class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,49 @@
+"""Reconstruction likelihoods: turn decoder logits into a mean image and a per-image loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from aelab.errors import UserError
+
+
+class Bernoulli:
+    """Pixels in [0, 1] as Bernoulli means; BCE with logits is the numerically stable fused form."""
+
+    name = "bernoulli"
+
+    def mean(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+    def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,) summed over pixels
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+    def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:  # scalar: mean over images
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+class Gaussian:
+    """Unit-variance Gaussian: half the summed squared error per image (the NLL up to a constant)."""
+
+    name = "gaussian"
+
+    def mean(self, logits: Tensor) -> Tensor:
+        return logits
+
+    def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,)
+        return 0.5 * F.mse_loss(logits, x, reduction="none").flatten(1).sum(1)
+
+    def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:
+        return 0.5 * F.mse_loss(logits, x, reduction="sum") / x.shape[0]
+
+
+LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+Likelihood = Bernoulli | Gaussian
+
+
+def make_likelihood(name: str) -> Likelihood:
+    if name not in LIKELIHOODS:
+        raise UserError("model.likelihood", f"unknown value {name!r}", "one of: " + ", ".join(LIKELIHOODS))
+    return LIKELIHOODS[name]()

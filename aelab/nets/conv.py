@@ -1,0 +1,79 @@
+"""The course's convolutional stack: stride-2 conv + BatchNorm + LeakyReLU, mirrored by transposed convs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _halve(n: int) -> int:
+    return (n - 1) // 2 + 1  # output of a kernel-3, stride-2, padding-1 conv
+
+
+def conv_block(c_in: int, c_out: int, slope: float) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.LeakyReLU(slope))
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], out_features: int,
+                 slope: float, extra_features: int = 0) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        blocks = []
+        for c_out in channels:
+            blocks.append(conv_block(c, c_out, slope))
+            c, h, w = c_out, _halve(h), _halve(w)
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        self.head = nn.Linear(c * h * w + extra_features, out_features)
+
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        h = self.features(x)  # (B, C_last * h * w)
+        if extra is not None:
+            h = torch.cat([h, extra], dim=1)
+        return self.head(h)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, in_features: int, channels: Sequence[int], output_shape: tuple[int, int, int],
+                 slope: float) -> None:
+        super().__init__()
+        c_img, h, w = output_shape
+        sizes = [(h, w)]  # spatial size before each encoder block, so the decoder lands exactly
+        for _ in channels:
+            sizes.append((_halve(sizes[-1][0]), _halve(sizes[-1][1])))
+        self.start = (channels[-1], *sizes[-1])
+        self.project = nn.Sequential(nn.Linear(in_features, math.prod(self.start)), nn.LeakyReLU(slope))
+        layers: list[nn.Module] = []
+        outs = [*channels[::-1][1:], c_img]
+        for i, (c_in, c_out) in enumerate(zip(channels[::-1], outs)):
+            (h_in, w_in), (h_out, w_out) = sizes[-1 - i], sizes[-2 - i]
+            pad = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))  # 0 or 1: hit odd and even sizes
+            last = i == len(channels) - 1
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad, bias=last))
+            if not last:  # logits out of the last layer: no norm, no activation
+                layers += [nn.BatchNorm2d(c_out), nn.LeakyReLU(slope)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.project(z).view(-1, *self.start))  # (B, C, H, W)
+
+
+class ConvArch:
+    """`arch=conv`: one stride-2 block per entry of channels (32-64-128-256 in the course)."""
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), negative_slope: float = 0.2) -> None:
+        from aelab.errors import UserError
+
+        if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
+            raise UserError("arch.channels", f"got {list(channels)}", "a non-empty list of positive integers")
+        self.channels, self.slope = list(channels), float(negative_slope)
+
+    def encoder(self, input_shape: tuple[int, int, int], out_features: int, extra_features: int = 0) -> nn.Module:
+        return ConvEncoder(input_shape, self.channels, out_features, self.slope, extra_features)
+
+    def decoder(self, in_features: int, output_shape: tuple[int, int, int]) -> nn.Module:
+        return ConvDecoder(in_features, self.channels, output_shape, self.slope)

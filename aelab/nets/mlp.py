@@ -1,0 +1,67 @@
+"""Fully connected encoders and decoders."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+    "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
+}
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers between consecutive sizes, activation between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, input_shape: tuple[int, int, int], hidden: Sequence[int], out_features: int,
+                 activation: str, extra_features: int = 0) -> None:
+        super().__init__()
+        self.net = mlp([math.prod(input_shape) + extra_features, *hidden, out_features], activation)
+
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        h = x.flatten(1)  # (B, C*H*W)
+        if extra is not None:
+            h = torch.cat([h, extra], dim=1)
+        return self.net(h)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, in_features: int, hidden: Sequence[int], output_shape: tuple[int, int, int],
+                 activation: str) -> None:
+        super().__init__()
+        self.output_shape = tuple(output_shape)
+        self.net = mlp([in_features, *hidden, math.prod(output_shape)], activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *self.output_shape)  # (B, C, H, W)
+
+
+class MLPArch:
+    """`arch=mlp`: hidden sizes for the encoder; the decoder mirrors them."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "relu") -> None:
+        from aelab.errors import UserError
+
+        if activation not in ACTIVATIONS:
+            raise UserError("arch.activation", f"unknown value {activation!r}", "one of: " + ", ".join(ACTIVATIONS))
+        if any(not isinstance(h, int) or h < 1 for h in hidden):
+            raise UserError("arch.hidden", f"got {list(hidden)}", "a list of positive integers")
+        self.hidden, self.activation = list(hidden), activation
+
+    def encoder(self, input_shape: tuple[int, int, int], out_features: int, extra_features: int = 0) -> nn.Module:
+        return MLPEncoder(input_shape, self.hidden, out_features, self.activation, extra_features)
+
+    def decoder(self, in_features: int, output_shape: tuple[int, int, int]) -> nn.Module:
+        return MLPDecoder(in_features, self.hidden[::-1], output_shape, self.activation)

@@ -1,0 +1,108 @@
+"""Compose the command's config with the user's overrides before Hydra starts any work.
+
+Hydra reports composition mistakes as several lines (and creates a run directory
+first); here each becomes `error: <key>: <problem> (<allowed>)` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.config_check import CHECKS
+from aelab.errors import UserError, exit_with, full_errors_requested
+
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+MAX_COMBINATIONS = 256
+
+
+def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(node, DictConfig):
+            keys += _leaf_keys(node, full + ".")
+    return keys
+
+
+def translate(exc: Exception, known_keys: list[str]) -> UserError:
+    """One line for the Hydra / OmegaConf errors a command line can cause."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, option = exc.missing_cfg_file.rsplit("/", 1)
+        options = ", ".join(exc.options or [])
+        return UserError(group, f"unknown option {option!r}", f"one of: {options}" if options else None)
+    if isinstance(exc, OverrideParseException):
+        return UserError("override", f"cannot parse {exc.override!r}", "write key=value, e.g. latent_dim=2")
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if match:
+        key = match.group(1)
+        close = difflib.get_close_matches(key, known_keys, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"add a new key with +{key}=..."
+        return UserError(key, "unknown key", hint)
+    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return UserError("config", first.strip())
+
+
+def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override lists to check: one, or for -m each swept value (all combinations when few)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not multirun or not any(o.is_sweep_override() for o in parsed):
+        return [overrides]
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    total = 1
+    for c in choices:
+        total *= len(c)
+    if total <= MAX_COMBINATIONS:
+        return [list(combo) for combo in itertools.product(*choices)]
+    # too many to compose one by one: vary one key at a time around the first values
+    firsts = [c[0] for c in choices]
+    return [firsts[:i] + [v] + firsts[i + 1 :] for i, c in enumerate(choices) for v in c]
+
+
+def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
+    """Compose and validate; raises UserError."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
+
+    multirun = any(a in MULTIRUN_FLAGS for a in overrides)
+    user = [a for a in overrides if a not in MULTIRUN_FLAGS and not a.lstrip("+~").startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
+            try:
+                runs = _expand(user, multirun)
+                cfgs = [compose(config_name=command, overrides=o) for o in runs]
+                for cfg in cfgs:
+                    OmegaConf.resolve(cfg)  # surfaces bad interpolations now, not mid-run
+            except (HydraException, OmegaConfBaseException) as exc:
+                known = _leaf_keys(compose(config_name=command))
+                raise translate(exc, known) from None
+    finally:
+        GlobalHydra.instance().clear()
+    for cfg in cfgs:
+        CHECKS[command](cfg)
+    return cfgs
+
+
+def precheck(command: str, overrides: list[str]) -> None:
+    try:
+        compose_checked(command, overrides)
+    except UserError as error:
+        if full_errors_requested():
+            raise
+        exit_with(error)

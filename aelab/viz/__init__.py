@@ -1,0 +1,1 @@
+"""Image grids, latent manifold plots, GIFs and the TensorBoard logger."""

@@ -1,0 +1,40 @@
+"""Image grids and files (PNG strips, animated GIFs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def grid(images: Tensor, nrow: int = 8, pad: int = 2) -> Tensor:
+    """(N, C, H, W) in [0, 1] -> (3, H', W') grid image in [0, 1]."""
+    from torchvision.utils import make_grid
+
+    images = images.detach().float().clamp(0, 1).cpu()
+    return make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
+
+
+def to_uint8_hwc(image: Tensor) -> "numpy.ndarray":  # noqa: F821  (3, H, W) float -> (H, W, 3) uint8
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(image: Tensor, path: Path) -> Path:
+    """Save a (3, H, W) grid image."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8_hwc(image)).save(path)
+    return path
+
+
+def save_gif(frames: list[Tensor], path: Path, frame_ms: int = 80, loop_back: bool = True) -> Path:
+    """Save (3, H, W) frames as an animated GIF; loop_back plays it forward then backward."""
+    from PIL import Image
+
+    seq = frames + frames[-2:0:-1] if loop_back and len(frames) > 2 else frames
+    pics = [Image.fromarray(to_uint8_hwc(f)) for f in seq]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=frame_ms, loop=0)
+    return path

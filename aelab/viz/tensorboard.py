@@ -1,0 +1,54 @@
+"""TensorBoard logger: loss terms, reconstructions, latent manifold, latent grid, prior samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aelab.data.base import DataModule
+from aelab.models.base import Autoencoder
+from aelab.viz import views
+
+
+class TensorBoardLogger:
+    def __init__(self, log_dir: Path | str, start_step: int = 0, image_every: int = 1, num_images: int = 32,
+                 manifold_points: int = 2000, grid_size: int = 15, num_samples: int = 64) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed run wrote after its last checkpoint, so a
+        # resumed curve continues without duplicated steps.
+        self.writer = SummaryWriter(str(log_dir), purge_step=start_step if start_step > 0 else None)
+        self.image_every, self.num_images = max(1, image_every), num_images
+        self.manifold_points, self.grid_size, self.num_samples = manifold_points, grid_size, num_samples
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+
+    @torch.no_grad()
+    def views(self, model: Autoencoder, data: DataModule, step: int, epoch: int) -> None:
+        if epoch % self.image_every:
+            return
+        was_training = model.training
+        model.eval()
+        head = data.val.head(self.num_images)
+        self.writer.add_image("val/reconstructions", views.reconstruction_grid(model, head.x, head.y), step)
+        codes, labels = views.latent_codes(model, data.val, self.manifold_points)
+        self.writer.add_figure("val/latent_manifold", views.manifold_figure(codes, labels, data.class_names), step)
+        self.writer.add_histogram("val/codes", codes, step)
+        if model.latent_dim == 2:
+            self.writer.add_image("val/latent_grid", views.latent_grid(model, codes, self.grid_size), step)
+        if model.has_prior:
+            self.writer.add_image("samples/prior", views.prior_samples(model, self.num_samples), step)
+        self.writer.flush()
+        model.train(was_training)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        # run_name="." keeps the HParams entry in this run's own folder
+        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
+    def close(self) -> None:
+        self.writer.close()
