@@ -69,6 +69,11 @@ def remove_if_only_hydra(run_dir: Path, created_subdir: Path) -> None:
         hydra_dir = run_dir / ".hydra"
         if not leftovers and (not hydra_dir.exists() or not any(hydra_dir.iterdir())):
             shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in (run_dir.parent, run_dir.parent.parent):  # outputs/<date>/ and outputs/
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+                else:
+                    break
 
 
 def save_json(values: dict[str, Any], path: Path) -> Path:

@@ -89,8 +89,9 @@ def _report(run_dir: Path, metrics: dict[str, Any], data) -> None:
     console.print(table)
     for note in data.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"run directory: {run_dir}")
-    console.print(f"TensorBoard:   tensorboard --logdir {run_dir}")
+    # soft_wrap: the paths must stay copy-pasteable on narrow terminals and in logs
+    console.print(f"run directory: {run_dir}", soft_wrap=True, highlight=False)
+    console.print(f"TensorBoard:   tensorboard --logdir {run_dir}", soft_wrap=True, highlight=False)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="train")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from aelab.data.base import Batch, DataModule, LoaderSplit, Split, TensorSplit
 from aelab.data.sources import StreamData, TensorData
+from aelab.engine.build import build
 from aelab.errors import UserError
 
 __all__ = ["Batch", "DataModule", "Split", "build_data"]
@@ -56,7 +56,7 @@ def _stream_module(src: StreamData, val_fraction: float, test_fraction: float, s
 
 def build_data(cfg: DictConfig, device: torch.device) -> DataModule:
     """Instantiate cfg.source and split it; the split is seeded by cfg.split_seed, not the run seed."""
-    src = instantiate(cfg.source)
+    src = build(cfg.source, "data.source")
     val_f, test_f, seed = float(cfg.val_fraction), float(cfg.test_fraction), int(cfg.split_seed)
     if isinstance(src, TensorData):
         return _tensor_module(src, val_f, test_f, seed, device)

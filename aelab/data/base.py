@@ -35,6 +35,8 @@ class Split(Protocol):
 
     def head(self, n: int) -> Batch: ...
 
+    def take(self, indices: list[int]) -> Batch: ...
+
 
 class TensorSplit:
     """A split held as one tensor on the training device, batched by indexing a permutation."""
@@ -66,6 +68,10 @@ class TensorSplit:
     def head(self, n: int) -> Batch:
         return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n])
 
+    def take(self, indices: list[int]) -> Batch:
+        idx = torch.as_tensor(indices, device=self.device)
+        return Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx])
+
 
 class LoaderSplit:
     """A split streamed from a map-style dataset through a DataLoader (data that need not fit in memory)."""
@@ -93,7 +99,10 @@ class LoaderSplit:
             yield self._to_batch(x, y)
 
     def head(self, n: int) -> Batch:
-        items = [self.dataset[i] for i in range(min(n, len(self)))]
+        return self.take(list(range(min(n, len(self)))))
+
+    def take(self, indices: list[int]) -> Batch:
+        items = [self.dataset[i] for i in indices]
         return self._to_batch(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
 
 

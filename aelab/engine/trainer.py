@@ -16,6 +16,7 @@ from aelab.data.base import DataModule, Split
 from aelab.engine.build import build
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
+from aelab.engine.evaluate import mean_terms
 from aelab.engine.progress import EpochProgress
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
@@ -101,20 +102,10 @@ class Trainer:
             logged.update({k: v.detach().float() for k, v in chosen.items()})
         return logged
 
-    @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
         """Mean of every loss term over a split (per image), plus their sum as `loss`."""
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        for batch in split.batches(int(self.cfg.eval_batch_size)):
-            with autocast(self.device, self.amp_dtype):
-                terms = self.model.losses(batch, self.step)
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0) + value.detach().float() * len(batch)
-            count += len(batch)
-        self.model.train()
-        return self._read(sums, count)
+        means = mean_terms(self.model, split, int(self.cfg.eval_batch_size), self.step, self.amp_dtype)
+        return self._read(means, 1)
 
     # ---- bookkeeping ----------------------------------------------------------------------
     def _read(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

@@ -1,0 +1,42 @@
+"""`aelab sample run=<dir>`: images decoded from prior draws, and the decoded plane of 2-D codes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.commands._common import output_dir, run_command
+from aelab.commands._loaded import load, print_results
+from aelab.config_check import check_sample
+from aelab.models.base import NoPriorError
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    import torch
+
+    from aelab.viz.images import grid, save_png
+    from aelab.viz.views import latent_grid
+
+    check_sample(cfg)
+    loaded, _ = load(cfg)
+    model = loaded.model
+    if not model.has_prior:  # before any folder is made
+        raise NoPriorError("run", f"the model of this run ({type(model).__name__}) has no prior to sample from",
+                           "sample a run of a family with a prior, e.g. model=vae")
+    out = output_dir(loaded.run_dir, "sample")
+    with torch.no_grad():
+        images = model.sample(int(cfg.n))
+    files = {"samples": save_png(grid(images, nrow=int(math.ceil(math.sqrt(cfg.n)))), out / "samples.png").name}
+    if model.latent_dim == 2:
+        files["latent_grid"] = save_png(latent_grid(model, None, int(cfg.grid_size)), out / "latent_grid.png").name
+    OmegaConf.save(cfg, out / "config.yaml")
+    print_results(f"sample: {cfg.n} draws from the prior", files, out)
+    return {**files, "output_dir": str(out)}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="sample")
+def main(cfg: DictConfig) -> Any:
+    return run_command(lambda: run(cfg))

@@ -1,0 +1,49 @@
+"""Shared fixtures: compose the real configs (conf/) with tiny overrides, fully offline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", "device=cpu", "logger=none"]
+
+
+@pytest.fixture(autouse=True)
+def _offline_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No test may download: data roots point at an empty folder.
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    def _compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides or []))
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def model_names() -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+
+
+def arch_names() -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / "arch").glob("*.yaml"))
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["AELAB_DATA_DIR"] = str(tmp_path / "data-cache")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env

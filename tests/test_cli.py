@@ -1,0 +1,114 @@
+"""The `aelab` console script as a user runs it, in subprocesses, offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env
+
+
+def aelab(*args: str, cwd: Path, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aelab", *args], cwd=cwd, env=cli_env(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_commands(tmp_path) -> None:
+    out = aelab("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for command in ("train", "eval", "sample", "interpolate"):
+        assert command in out.stdout
+
+
+def test_command_help_and_cfg_are_hydras(tmp_path) -> None:
+    helped = aelab("train", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "model: ae, vae" in helped.stdout and "arch: conv, mlp" in helped.stdout
+    cfg = aelab("train", "model=ae", "latent_dim=3", "--cfg", "job", cwd=tmp_path)
+    assert cfg.returncode == 0 and "_target_: aelab.models.ae.AE" in cfg.stdout and "latent_dim: 3" in cfg.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_then_eval_sample_interpolate(tmp_path) -> None:
+    out = aelab("train", "data=synthetic", "model=vae", "latent_dim=2", "epochs=2", "device=cpu", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = list((tmp_path / "outputs").glob("*/*_vae"))
+    assert len(runs) == 1
+    run = runs[0]
+    assert f"tensorboard --logdir {run.resolve()}" in out.stdout.replace("\n", " ")
+    assert list(run.glob("events.out.tfevents.*")) and (run / ".hydra" / "config.yaml").is_file()
+    training_files = sorted(p.name for p in run.iterdir())
+
+    ev = aelab("eval", f"run={run}", cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads(next(run.glob("eval/*/metrics.json")).read_text())
+    assert metrics["data"] == "synthetic" and metrics["test/loss"] > 0 and 0 < metrics["test/psnr"] < 100
+
+    sa = aelab("sample", f"run={run}", "n=16", cwd=tmp_path)
+    assert sa.returncode == 0, sa.stderr
+    assert next(run.glob("sample/*/samples.png")).is_file() and next(run.glob("sample/*/latent_grid.png")).is_file()
+
+    it = aelab("interpolate", f"run={run}", "from=2", "to=5", "steps=6", "method=slerp", cwd=tmp_path)
+    assert it.returncode == 0, it.stderr
+    assert next(run.glob("interpolate/*/interpolation.gif")).stat().st_size > 0
+
+    # the commands wrote beside the training files, never over them
+    assert sorted(p.name for p in run.iterdir()) == sorted([*training_files, "eval", "sample", "interpolate"])
+
+
+def test_multirun_sweeps_into_one_folder_per_job(tmp_path) -> None:
+    out = aelab("train", "-m", "model=ae,vae", "data=synthetic", "epochs=1", "logger=none", "device=cpu",
+                "trainer.limit_batches=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    jobs = sorted(p.name for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir())
+    assert len(jobs) == 2 and any("model=ae" in j for j in jobs) and any("model=vae" in j for j in jobs)
+    assert len(list((tmp_path / "multirun").glob("*/*/*/metrics.json"))) == 2
+
+
+def test_resume_from_the_command_line(tmp_path) -> None:
+    first = aelab("train", "data=synthetic", "model=ae", "epochs=1", "logger=none", "device=cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = next((tmp_path / "outputs").glob("*/*_ae"))
+    again = aelab("train", f"resume={run}", "epochs=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert (run / ".hydra" / "overrides.yaml").read_text().count("resume") == 0  # original record kept
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1  # no new run folder
+
+
+BAD_COMMAND_LINES = [
+    (["train", "model=foo"], "model"),
+    (["train", "latent_dim=0"], "latent_dim"),
+    (["train", "latnet_dim=2"], "latnet_dim"),
+    (["train", "beta=-1"], "beta"),
+    (["train", "noise=-0.1"], "noise"),
+    (["train", "epochs=-1"], "epochs"),
+    (["train", "batch_size=0"], "batch_size"),
+    (["train", "lr=0"], "lr"),
+    (["train", "device=tpu"], "device"),
+    (["train", "data=nope"], "data"),
+    (["train", "arch=transformer"], "arch"),
+    (["train", "model.likelihood=poisson", "data=synthetic"], "model.likelihood"),
+    (["train", "-m", "model=ae,vae", "latent_dim=2,-3"], "latent_dim"),
+    (["train", "resume=does/not/exist"], "resume"),
+    (["train", "data=folder"], "data.source.path"),
+    (["train", "data=folder", "data.source.path=/no/such/folder"], "data.source.path"),
+    (["eval"], "run"),
+    (["eval", "run=missing_run_dir"], "run"),
+    (["sample", "run=."], "run"),
+    (["interpolate", "run=missing", "method=cubic"], "run"),
+    (["frobnicate"], "command"),
+]
+
+
+@pytest.mark.parametrize("args, key", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])
+def test_user_errors_are_one_line(tmp_path, args: list[str], key: str) -> None:
+    out = aelab(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()

@@ -1,0 +1,94 @@
+"""The model-interface contract, for every registered family x arch (conf/model/*.yaml x conf/arch/*.yaml)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aelab.data import build_data
+from aelab.engine.build import build_model
+from aelab.engine.trainer import Trainer
+from aelab.models.base import Autoencoder, NoPriorError
+from aelab.viz.logger import NullLogger
+from conftest import TINY, arch_names, model_names
+
+
+def _setup(compose_cfg, model: str, arch: str, extra: list[str] | None = None):
+    cfg = compose_cfg([*TINY, f"model={model}", f"arch={arch}", *(extra or [])])
+    torch.manual_seed(0)
+    data = build_data(cfg.data, torch.device("cpu"))
+    return cfg, data, build_model(cfg, data.shape, data.num_classes)
+
+
+@pytest.mark.parametrize("arch", arch_names())
+@pytest.mark.parametrize("model", model_names())
+def test_interface_contract(compose_cfg, model: str, arch: str) -> None:
+    cfg, data, net = _setup(compose_cfg, model, arch)
+    assert isinstance(net, Autoencoder)
+    batch = data.train.head(16)
+    z = net.encode(batch.x, batch.y)
+    assert z.shape == (16, cfg.latent_dim)
+    logits = net.decode(z, batch.y)
+    assert logits.shape == batch.x.shape
+    net.train()
+    terms = net.losses(batch, step=1)
+    assert terms and all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
+    sum(terms.values()).backward()
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert trainable and not no_grad, f"parameters without gradient: {no_grad}"
+    if net.has_prior:
+        samples = net.sample(5)
+        assert samples.shape == (5, *data.shape) and samples.min() >= 0 and samples.max() <= 1
+    else:
+        with pytest.raises(NoPriorError):
+            net.sample(5)
+
+
+@pytest.mark.parametrize("arch", arch_names())
+@pytest.mark.parametrize("model", model_names())
+def test_loss_decreases_on_a_fixed_batch(compose_cfg, model: str, arch: str, tmp_path) -> None:
+    cfg, data, net = _setup(compose_cfg, model, arch, ["lr=3e-3"])
+    trainer = Trainer(net, data, cfg.trainer, device=torch.device("cpu"), logger=NullLogger(), run_dir=tmp_path, seed=0)
+    batch = data.train.head(64)
+    net.eval()
+    before = sum(v.item() for v in net.losses(batch, 0).values())
+    net.train()
+    for _ in range(40):
+        trainer.train_step(batch)
+    net.eval()
+    after = sum(v.item() for v in net.losses(batch, 0).values())
+    assert math.isfinite(after) and after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("data_name, shape", [("digits", (1, 8, 8)), ("synthetic", (1, 16, 16)), ("mnist5k", (1, 28, 28))])
+def test_conv_arch_fits_every_image_size(compose_cfg, data_name: str, shape) -> None:
+    cfg = compose_cfg([*TINY, f"data={data_name}", "model=vae", "arch=conv"])
+    data = build_data(cfg.data, torch.device("cpu"))
+    net = build_model(cfg, data.shape, data.num_classes)
+    assert tuple(data.shape) == shape
+    assert net.decode(net.encode(data.train.head(3).x)).shape == (3, *shape)
+
+
+def test_vae_kl_weight_follows_beta(compose_cfg) -> None:
+    _, data, net = _setup(compose_cfg, "vae", "mlp", ["beta=0"])
+    batch = data.train.head(32)
+    torch.manual_seed(1)
+    assert net.losses(batch, 1)["kl"].item() == 0.0
+    net.beta = 4.0
+    torch.manual_seed(1)
+    weighted = net.losses(batch, 1)["kl"].item()
+    net.beta = 1.0
+    torch.manual_seed(1)
+    assert weighted == pytest.approx(4.0 * net.losses(batch, 1)["kl"].item(), rel=1e-5)
+
+
+def test_gaussian_likelihood_is_half_squared_error(compose_cfg) -> None:
+    _, data, net = _setup(compose_cfg, "ae", "mlp", ["model.likelihood=gaussian"])
+    batch = data.train.head(8)
+    net.eval()
+    recon = net.decode(net.encode(batch.x))
+    expected = 0.5 * (recon - batch.x).pow(2).flatten(1).sum(1).mean()
+    assert net.losses(batch, 0)["recon"].item() == pytest.approx(expected.item(), rel=1e-5)
