@@ -35,7 +35,8 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None) -> Any:
+def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None,
+                interrupted: Callable[[], str] | None = None) -> Any:
     """Run a command body; a UserError becomes one line on stderr and exit status 2."""
     try:
         return task()
@@ -46,7 +47,7 @@ def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = No
             raise
         exit_with(error)
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print(f"\ninterrupted{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
         sys.exit(130)
 
 

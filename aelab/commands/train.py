@@ -102,4 +102,11 @@ def main(cfg: DictConfig) -> Any:
     run_dir = Path(hc.runtime.output_dir)
     created = run_dir / hc.output_subdir if hc.output_subdir else run_dir / "__none__"
     return run_command(lambda: run(cfg, run_dir, list(hc.overrides.task)),
-                       cleanup=lambda: remove_if_only_hydra(run_dir, created))
+                       cleanup=lambda: remove_if_only_hydra(run_dir, created),
+                       interrupted=lambda: _resume_hint(run_dir))
+
+
+def _resume_hint(run_dir: Path) -> str:
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return f"the last complete epoch is saved; continue with: aelab train resume={run_dir}"
+    return "no epoch had completed, nothing was saved"
