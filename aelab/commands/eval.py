@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import output_dir, run_command, save_json
-from aelab.commands._loaded import load, load_data, print_results
+from aelab.commands._from_run import load, load_data, print_results
 from aelab.config_check import check_eval
 
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from aelab.commands._common import output_dir, run_command
-from aelab.commands._loaded import load, load_data, print_results
+from aelab.commands._from_run import load, load_data, print_results
 from aelab.config_check import check_interpolate
 from aelab.errors import UserError
 

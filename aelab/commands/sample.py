@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import output_dir, run_command
-from aelab.commands._loaded import load, print_results
+from aelab.commands._from_run import load, print_results
 from aelab.config_check import check_sample
 from aelab.models.base import NoPriorError
 

@@ -71,7 +71,7 @@ class Trainer:
                     seen += 1
                     window_images += len(batch)
                     if self.step % log_every == 0 or i == n_batches - 1:
-                        means = self._read(sums, seen)  # the one host sync per interval
+                        means = self._read({k: v / seen for k, v in sums.items()})  # the one host sync per interval
                         ips = window_images / max(time.perf_counter() - window_start, 1e-9)
                         self.logger.scalars({**{f"train/{k}": v for k, v in means.items()},
                                              "train/lr": self.optimizers[0].param_groups[0]["lr"],
@@ -82,7 +82,7 @@ class Trainer:
                 for scheduler in self.schedulers:
                     scheduler.step()
                 self.epoch = epoch
-                self._end_epoch(self._read(sums, seen), progress)
+                self._end_epoch(self._read({k: v / max(seen, 1) for k, v in sums.items()}), progress)
         return self.summary()
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
@@ -105,12 +105,13 @@ class Trainer:
     def evaluate(self, split: Split) -> dict[str, float]:
         """Mean of every loss term over a split (per image), plus their sum as `loss`."""
         means = mean_terms(self.model, split, int(self.cfg.eval_batch_size), self.step, self.amp_dtype)
-        return self._read(means, 1)
+        return self._read(means)
 
     # ---- bookkeeping ----------------------------------------------------------------------
-    def _read(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
-        names = list(sums)
-        values = torch.stack([torch.as_tensor(sums[k]) for k in names]).div(max(count, 1)).tolist() if names else []
+    def _read(self, means: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Device means -> floats in one transfer, refusing non-finite terms; adds their sum as `loss`."""
+        names = list(means)
+        values = torch.stack([torch.as_tensor(means[k]) for k in names]).tolist() if names else []
         means = dict(zip(names, values))
         for name, value in means.items():
             if not math.isfinite(value):

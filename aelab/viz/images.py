@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,7 +17,7 @@ def grid(images: Tensor, nrow: int = 8, pad: int = 2) -> Tensor:
     return make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
 
 
-def to_uint8_hwc(image: Tensor) -> "numpy.ndarray":  # noqa: F821  (3, H, W) float -> (H, W, 3) uint8
+def to_uint8_hwc(image: Tensor) -> np.ndarray:  # (3, H, W) float in [0, 1] -> (H, W, 3) uint8
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
