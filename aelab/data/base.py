@@ -30,8 +30,10 @@ class Split(Protocol):
     def __len__(self) -> int: ...
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> Iterator[Batch]: ...
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
+    ) -> Iterator[Batch]:
+        """Batches in order (or one shuffled permutation), from batch number `start` (resuming mid-epoch)."""
+        ...
 
     def head(self, n: int) -> Batch: ...
 
@@ -51,18 +53,18 @@ class TensorSplit:
         return self.x.shape[0]
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
     ) -> Iterator[Batch]:
         n = len(self)
         # The permutation is drawn on the CPU generator (portable, checkpointable
         # state) and moved once per epoch; indexing happens on the device.
         order = torch.randperm(n, generator=generator).to(self.device) if shuffle else None
-        for start in range(0, n, batch_size):
+        for first in range(start * batch_size, n, batch_size):
             if order is None:
-                sl = slice(start, start + batch_size)
+                sl = slice(first, first + batch_size)
                 yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl])
             else:
-                idx = order[start : start + batch_size]
+                idx = order[first : first + batch_size]
                 yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx])
 
     def head(self, n: int) -> Batch:
@@ -89,10 +91,12 @@ class LoaderSplit:
         return Batch(x, y.to(self.device) if self.has_labels else None)
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
     ) -> Iterator[Batch]:
+        # Same permutation rule as TensorSplit, so a resumed epoch replays the same order.
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+            self.dataset, batch_size=batch_size, sampler=order[start * batch_size :].tolist(),
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
         )
         for x, y in loader:
