@@ -77,6 +77,8 @@ def check_config(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.log_every", minimum=1)
     check_int(cfg, "trainer.eval_batch_size", minimum=1)
     check_int(cfg, "trainer.limit_batches", minimum=1, nullable=True)
+    check_int(cfg, "trainer.checkpoint_every", minimum=1, nullable=True)
+    check_int(cfg, "trainer.skip_nonfinite", minimum=0, nullable=True)
     check_choice(cfg, "trainer.precision", PRECISIONS)
     check_number(cfg, "data.val_fraction", minimum=0, maximum=0.9)
 
@@ -100,6 +102,28 @@ def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
 def check_train(cfg: DictConfig) -> None:
     check_config(cfg)
     check_run_dir(cfg, "resume", required=False)
+    present, threads = _get(cfg, "threads")
+    if present and threads != "auto" and not (_is_int(threads) and threads >= 1):
+        raise UserError("threads", f"got {threads!r}", "auto (cores // parallel jobs) or an integer >= 1")
+    present, objective = _get(cfg, "objective")
+    if present and objective is not None and not str(objective).startswith(("val/", "train/")):
+        raise UserError("objective", f"unknown metric {objective!r}", "a final metric such as val/loss or val/recon")
+
+
+def check_report(cfg: DictConfig) -> None:
+    """The folder must exist and hold at least one run (torch-free: the runs are found by their files)."""
+    from pathlib import Path
+
+    from aelab.sweep.runs import find_runs
+
+    present, value = _get(cfg, "dir")
+    if not present or value in (None, ""):
+        raise UserError("dir", "no folder given", "aelab report multirun/<date>/<time>, or dir=<folder>")
+    root = Path(str(value)).expanduser()
+    if not root.is_dir():
+        raise UserError("dir", f"no such directory: {root}", "a sweep folder (multirun/<date>/<time>) or outputs/")
+    if not find_runs(root):
+        raise UserError("dir", f"no runs under {root}", "folders written by aelab train, with .hydra/ or metrics.json")
 
 
 def check_eval(cfg: DictConfig) -> None:
@@ -130,4 +154,5 @@ def check_interpolate(cfg: DictConfig) -> None:
     check_int(cfg, "frame_ms", minimum=10)
 
 
-CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate}
+CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate,
+          "report": check_report}

@@ -16,9 +16,29 @@ from aelab.errors import UserError, exit_with, full_errors_requested
 STARTED = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # one stamp per process, however often resolved
 
 
+_claimed: dict[str, str] = {}
+
+
 def _run_dir(resume: str | None, fresh: str) -> str:
-    """A resumed run keeps writing into its own directory."""
-    return str(resume) if resume else fresh
+    """A resumed run keeps writing into its own directory; a new one claims a directory nobody else has.
+
+    Two `aelab train` started in the same second would get the same timestamped
+    name; the atomic mkdir gives the second one `<name>-1` instead of sharing.
+    """
+    if resume:
+        return str(resume)
+    if fresh not in _claimed:  # Hydra resolves the run dir several times: claim once per process
+        candidate, k = fresh, 0
+        while True:
+            try:
+                Path(candidate).parent.mkdir(parents=True, exist_ok=True)
+                Path(candidate).mkdir()
+                break
+            except FileExistsError:
+                k += 1
+                candidate = f"{fresh}-{k}"
+        _claimed[fresh] = candidate
+    return _claimed[fresh]
 
 
 def _output_subdir(resume: str | None) -> str:
@@ -27,7 +47,10 @@ def _output_subdir(resume: str | None) -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("aelab_run_dir", _run_dir), ("aelab_output_subdir", _output_subdir)):
+    from aelab.sweep.naming import job_dirname
+
+    for name, fn in (("aelab_run_dir", _run_dir), ("aelab_output_subdir", _output_subdir),
+                     ("aelab_job_dirname", job_dirname)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -37,18 +60,26 @@ register_resolvers()
 
 def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None,
                 interrupted: Callable[[], str] | None = None) -> Any:
-    """Run a command body; a UserError becomes one line on stderr and exit status 2."""
+    """Run a command body; a UserError becomes one line on stderr and exit status 2.
+
+    In a sweep (-m) a failing job records its error line in <job>/status.json and returns instead,
+    so the sweep's other jobs still run.
+    """
+    from aelab.sweep.jobs import run_sweep_job, sweep_job_dir
+
     try:
-        return task()
+        job_dir = sweep_job_dir()
+        return task() if job_dir is None else run_sweep_job(task, job_dir)
     except UserError as error:
         if cleanup is not None:
             cleanup()
         if full_errors_requested():
             raise
         exit_with(error)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or the engine's clean stop on SIGINT/SIGTERM
+        what = f"stopped by {stop}" if str(stop) else "interrupted"
+        print(f"\n{what}{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
+        sys.exit(getattr(stop, "exit_code", 130))
 
 
 def output_dir(run_dir: Path, command: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import config_dict, remove_if_only_hydra, run_command, save_json
+from aelab.sweep.threads import apply_threads
 from aelab.config_check import check_train
 from aelab.errors import UserError
 
@@ -35,7 +37,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
 
     from aelab.data import build_data
     from aelab.engine.build import build, build_model
-    from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
+    from aelab.engine.checkpoint import load_latest
     from aelab.engine.device import resolve_device
     from aelab.engine.trainer import Trainer
 
@@ -43,9 +45,10 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     run_dir = Path(run_dir)
     resumed = None
     if cfg.get("resume"):
-        resumed = load_checkpoint(checkpoint_path(Path(cfg.resume).expanduser(), "last"), key="resume")
+        resumed, _ = load_latest(Path(cfg.resume).expanduser(), key="resume")
         cfg = resume_config(resumed["config_raw"], overrides or [])
         check_train(cfg)
+    threads = apply_threads(cfg.get("threads", "auto"))
     torch.manual_seed(int(cfg.seed))
     device = resolve_device(cfg.device)
     data = build_data(cfg.data, device)
@@ -59,6 +62,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     try:
         metrics = trainer.fit()
         metrics["data"] = data.name
+        metrics["threads"] = threads  # torch CPU threads this job used (see `threads`)
         save_json(metrics, run_dir / "metrics.json")
         trainer.logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
     finally:
@@ -101,12 +105,24 @@ def main(cfg: DictConfig) -> Any:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     created = run_dir / hc.output_subdir if hc.output_subdir else run_dir / "__none__"
-    return run_command(lambda: run(cfg, run_dir, list(hc.overrides.task)),
-                       cleanup=lambda: remove_if_only_hydra(run_dir, created),
-                       interrupted=lambda: _resume_hint(run_dir))
+    metrics = run_command(lambda: run(cfg, run_dir, list(hc.overrides.task)),
+                          cleanup=lambda: remove_if_only_hydra(run_dir, created),
+                          interrupted=lambda: _resume_hint(run_dir))
+    return objective_value(cfg.get("objective"), metrics)
+
+
+def objective_value(key: str | None, metrics: dict[str, Any] | None) -> Any:
+    """What a sweeper gets back: the metrics, or with `objective` set (search=optuna) that one number, NaN for a
+    failed job (Optuna then marks the trial failed and goes on)."""
+    if not key:
+        return metrics
+    value = (metrics or {}).get(key)
+    if metrics is not None and not isinstance(value, (int, float)):
+        logging.getLogger(__name__).warning(f"objective: {key} is not a final metric (one of: {', '.join(metrics)})")
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _resume_hint(run_dir: Path) -> str:
     if (run_dir / "checkpoints" / "last.pt").is_file():
-        return f"the last complete epoch is saved; continue with: aelab train resume={run_dir}"
+        return f"continue from the last checkpoint with: aelab train resume={run_dir}"
     return "no epoch had completed, nothing was saved"

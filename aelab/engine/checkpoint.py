@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,20 +15,33 @@ from aelab.errors import UserError
 
 FORMAT = "aelab-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
+PREVIOUS = "previous.pt"
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Never leaves a half-written file under `path`: the old one stays until the new one is complete."""
+def save_checkpoint(state: dict[str, Any], path: Path, keep_previous: bool = False) -> None:
+    """Never leaves a half-written file under `path`: the old one stays until the new one is complete.
+
+    keep_previous: the file being replaced survives as previous.pt, a fallback
+    should the newest ever be damaged (a full disk, a copy gone wrong).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
         f.flush()
         os.fsync(f.fileno())
+    if keep_previous and path.exists():
+        previous = path.with_name(PREVIOUS)
+        link_tmp = previous.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
+        try:
+            os.link(path, link_tmp)  # a second name for the old file: no copy, no window without last.pt
+        except OSError:
+            shutil.copyfile(path, link_tmp)
+        os.replace(link_tmp, previous)
     os.replace(tmp, path)
 
 
@@ -43,3 +57,20 @@ def load_checkpoint(path: Path, key: str = "run") -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(key, f"{path} is not an aelab checkpoint", f"expected format {FORMAT}")
     return state
+
+
+def load_latest(run_dir: Path, key: str = "resume") -> tuple[dict[str, Any], Path]:
+    """The newest readable checkpoint of a run: last.pt, or previous.pt (with a warning) if last.pt is damaged."""
+    import logging
+
+    last = checkpoint_path(run_dir, "last")
+    try:
+        return load_checkpoint(last, key=key), last
+    except UserError as damaged:
+        previous = last.with_name(PREVIOUS)
+        if not previous.is_file():
+            raise
+        state = load_checkpoint(previous, key=key)
+        logging.getLogger(__name__).warning(
+            "%s; resuming from %s (step %s) instead", damaged.problem, previous, state["progress"]["step"])
+        return state, previous

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import statistics
@@ -18,9 +19,15 @@ from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.evaluate import mean_terms
 from aelab.engine.progress import EpochProgress
+from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
 from aelab.viz.logger import Logger
+
+
+log = logging.getLogger(__name__)
+
+REMEDIES = "lower lr, set trainer.grad_clip=1.0, lower beta, or trainer.skip_nonfinite=N; the last good checkpoint is kept"
 
 
 class DivergedError(UserError):
@@ -45,45 +52,75 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, device)
         # opt-in: compilation costs seconds up front and pays off on long runs
         self.loss_fn = torch.compile(model.losses) if cfg.get("compile") else model.losses
+        self.seed = seed
         self.data_rng = torch.Generator().manual_seed(seed)  # shuffling order; checkpointed
         self.step, self.epoch, self.best = 0, 0, math.inf
+        self.batch_in_epoch = 0  # > 0 only in a checkpoint written mid-epoch
+        self.epoch_start_rng = self.data_rng.get_state()  # replays the epoch's permutation on resume
+        self.partial_sums: dict[str, float] = {}  # the epoch's running loss sums at a mid-epoch checkpoint
+        skip = cfg.get("skip_nonfinite")
+        self.skip_budget, self.skipped = (int(skip) if skip else None), 0
+        self.stop = StopSignals()
         self.epoch_seconds: list[float] = []
         self.last_metrics: dict[str, float] = {}
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        epochs, bs, log_every = int(self.cfg.epochs), int(self.cfg.batch_size), int(self.cfg.log_every)
+        """Train until cfg.epochs; resumes mid-epoch if the loaded state stopped there."""
+        epochs, bs = int(self.cfg.epochs), int(self.cfg.batch_size)
         limit = self.cfg.get("limit_batches")
         n_batches = math.ceil(len(self.data.train) / bs)
         n_batches = min(n_batches, int(limit)) if limit else n_batches
-        with EpochProgress(epochs) as progress:
+        with EpochProgress(epochs) as progress, StopSignals() as self.stop:
             for epoch in range(self.epoch + 1, epochs + 1):
-                self.model.train()
-                progress.start_epoch(epoch, n_batches)
-                sums: dict[str, torch.Tensor] = {}
-                seen, window_start, window_images, t0 = 0, time.perf_counter(), 0, time.perf_counter()
-                for i, batch in enumerate(self.data.train.batches(bs, shuffle=True, generator=self.data_rng)):
-                    if i >= n_batches:
-                        break
-                    terms = self.train_step(batch)
-                    for name, value in terms.items():
-                        sums[name] = sums.get(name, 0) + value
-                    seen += 1
-                    window_images += len(batch)
-                    if self.step % log_every == 0 or i == n_batches - 1:
-                        means = self._read({k: v / seen for k, v in sums.items()})  # the one host sync per interval
-                        ips = window_images / max(time.perf_counter() - window_start, 1e-9)
-                        self.logger.scalars({**{f"train/{k}": v for k, v in means.items()},
-                                             "train/lr": self.optimizers[0].param_groups[0]["lr"],
-                                             "train/images_per_s": ips}, self.step)
-                        progress.update(i + 1, means["loss"], ips)
-                        window_start, window_images = time.perf_counter(), 0
-                self.epoch_seconds.append(time.perf_counter() - t0)
-                for scheduler in self.schedulers:
-                    scheduler.step()
+                train = self._train_epoch(epoch, n_batches, bs, progress)
                 self.epoch = epoch
-                self._end_epoch(self._read({k: v / max(seen, 1) for k, v in sums.items()}), progress)
+                self._end_epoch(train, progress)
+                if self.stop.requested:  # the epoch checkpoint was just written
+                    raise TrainingInterrupted(self.stop.requested, self.step)
         return self.summary()
+
+    def _train_epoch(self, epoch: int, n_batches: int, bs: int, progress: EpochProgress) -> dict[str, float]:
+        self.model.train()
+        log_every, save_every = int(self.cfg.log_every), self.cfg.get("checkpoint_every")
+        if self.batch_in_epoch == 0:
+            self.epoch_start_rng = self.data_rng.get_state()
+        else:  # resuming mid-epoch: replay this epoch's permutation from where it stopped
+            self.data_rng.set_state(self.epoch_start_rng)
+        sums = {k: torch.tensor(v, device=self.device) for k, v in self.partial_sums.items()}
+        progress.start_epoch(epoch, n_batches)
+        t0 = window_start = time.perf_counter()
+        window_images, checked = 0, self.step
+        batches = self.data.train.batches(bs, shuffle=True, generator=self.data_rng, start=self.batch_in_epoch)
+        for i, batch in enumerate(batches, start=self.batch_in_epoch):
+            if i >= n_batches:
+                break
+            for name, value in self.train_step(batch).items():
+                sums[name] = sums.get(name, 0) + value
+            self.batch_in_epoch = i + 1
+            window_images += len(batch)
+            if self.step % log_every == 0 or i == n_batches - 1:
+                means = self._read(sums, self.batch_in_epoch, since=checked)  # the one host sync per interval
+                checked = self.step
+                ips = window_images / max(time.perf_counter() - window_start, 1e-9)
+                self.logger.scalars({**{f"train/{k}": v for k, v in means.items()},
+                                     "train/lr": self.optimizers[0].param_groups[0]["lr"],
+                                     "train/images_per_s": ips}, self.step)
+                progress.update(i + 1, means["loss"], ips)
+                window_start, window_images = time.perf_counter(), 0
+            if self.stop.requested or (save_every and self.step % int(save_every) == 0 and i < n_batches - 1):
+                self._read(sums, self.batch_in_epoch, since=checked)  # never checkpoint a diverged model
+                checked = self.step
+                self.partial_sums = {k: float(v) for k, v in sums.items()}
+                self.save("last")
+                if self.stop.requested:
+                    raise TrainingInterrupted(self.stop.requested, self.step)
+        self.epoch_seconds.append(time.perf_counter() - t0)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        means = self._read(sums, max(self.batch_in_epoch, 1), since=checked)
+        self.batch_in_epoch, self.partial_sums = 0, {}
+        return means
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the detached terms each phase minimised."""
@@ -95,38 +132,56 @@ class Trainer:
             chosen = terms if phase.terms is None else {k: terms[k] for k in phase.terms}
             loss = sum(chosen.values())
             optimizer.zero_grad(set_to_none=True)
+            if self.skip_budget is not None and not torch.isfinite(loss):  # opt-in: costs a sync per step
+                self._skip_batch(phase.name, chosen)
+                continue
             loss.backward()
             if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(phase.parameters, float(self.cfg.grad_clip))
+                norm = torch.nn.utils.clip_grad_norm_(phase.parameters, float(self.cfg.grad_clip))
+                logged[f"grad_norm_{phase.name}"] = norm.detach()
             optimizer.step()
             logged.update({k: v.detach().float() for k, v in chosen.items()})
         return logged
 
+    def _skip_batch(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
+        self.skipped += 1
+        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+        log.warning("step %d: non-finite %s in phase '%s'; batch skipped (%d of %d allowed)",
+                    self.step, ", ".join(bad), phase, self.skipped, self.skip_budget)
+        if self.skipped > self.skip_budget:
+            raise DivergedError(f"loss term '{bad[0]}'", f"non-finite in more than {self.skip_budget} batches "
+                                f"(last at step {self.step})", REMEDIES)
+
     def evaluate(self, split: Split) -> dict[str, float]:
         """Mean of every loss term over a split (per image), plus their sum as `loss`."""
         means = mean_terms(self.model, split, int(self.cfg.eval_batch_size), self.step, self.amp_dtype)
-        return self._read(means)
+        return self._read(means, 1)
 
     # ---- bookkeeping ----------------------------------------------------------------------
-    def _read(self, means: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Device means -> floats in one transfer, refusing non-finite terms; adds their sum as `loss`."""
-        names = list(means)
-        values = torch.stack([torch.as_tensor(means[k]) for k in names]).tolist() if names else []
-        means = dict(zip(names, values))
+    def _read(self, sums: dict[str, torch.Tensor], count: int, since: int | None = None) -> dict[str, float]:
+        """Device sums / count -> floats in one transfer; a non-finite term stops training, named."""
+        names = [k for k in sums if not k.startswith("grad_norm_")]
+        values = torch.stack([torch.as_tensor(sums[k]) for k in sums]).div(count).tolist() if sums else []
+        means = dict(zip(sums, values))
         for name, value in means.items():
             if not math.isfinite(value):
-                raise DivergedError(
-                    f"loss term '{name}'", f"became non-finite ({value}) at step {self.step}, epoch {self.epoch + 1}",
-                    "lower lr, set trainer.grad_clip=1.0, or lower beta; the last good checkpoint is kept",
-                )
-        means["loss"] = sum(values)
+                what = f"gradient of phase '{name[10:]}'" if name.startswith("grad_norm_") else f"loss term '{name}'"
+                when = f"between steps {since + 1} and {self.step}" if since is not None and since + 1 < self.step \
+                    else f"at step {self.step}"
+                raise DivergedError(what, f"became non-finite ({value}) {when}, epoch {self.epoch + 1}", REMEDIES)
+        means["loss"] = sum(means[k] for k in names)
         return means
 
     def _end_epoch(self, train: dict[str, float], progress: EpochProgress) -> None:
-        val = self.evaluate(self.data.val)
+        # Validation and pictures draw their own fixed noise: what is logged, and how
+        # much, must not change the training run's random stream.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed + 1)
+            val = self.evaluate(self.data.val)
+            self.logger.views(self.model, self.data, self.step, self.epoch)
         self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **{f"val/{k}": v for k, v in val.items()}}
         self.logger.scalars({f"val/{k}": v for k, v in val.items()} | {"epoch": self.epoch}, self.step)
-        self.logger.views(self.model, self.data, self.step, self.epoch)
         improved = val["loss"] < self.best
         self.best = min(self.best, val["loss"])
         self.save("last")
@@ -156,8 +211,10 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "progress": {"step": self.step, "epoch": self.epoch, "best": self.best,
-                         "epoch_seconds": list(self.epoch_seconds)},
+                         "epoch_seconds": list(self.epoch_seconds), "batch_in_epoch": self.batch_in_epoch,
+                         "partial_sums": dict(self.partial_sums), "skipped": self.skipped},
             "rng": rng,
+            "epoch_start_rng": self.epoch_start_rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,13 +226,17 @@ class Trainer:
         progress = state["progress"]
         self.step, self.epoch, self.best = int(progress["step"]), int(progress["epoch"]), float(progress["best"])
         self.epoch_seconds = list(progress.get("epoch_seconds", []))
+        self.batch_in_epoch = int(progress.get("batch_in_epoch", 0))
+        self.partial_sums = dict(progress.get("partial_sums", {}))
+        self.skipped = int(progress.get("skipped", 0))
+        self.epoch_start_rng = state.get("epoch_start_rng", self.data_rng.get_state())
         torch.set_rng_state(state["rng"]["torch"])
         self.data_rng.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def save(self, which: str) -> None:
-        save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, which))
+        save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, which), keep_previous=which == "last")
 
     def _copy_checkpoint(self, src: str, dst: str) -> None:
         source, target = checkpoint_path(self.run_dir, src), checkpoint_path(self.run_dir, dst)

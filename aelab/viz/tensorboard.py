@@ -17,13 +17,14 @@ class TensorBoardLogger:
                  manifold_points: int = 2000, grid_size: int = 15, num_samples: int = 64) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a killed run wrote after its last checkpoint, so a
-        # resumed curve continues without duplicated steps.
-        self.writer = SummaryWriter(str(log_dir), purge_step=start_step if start_step > 0 else None)
+        # start_step is the step of the checkpoint a resumed run starts from; purging what a
+        # killed run logged after it keeps the curve free of duplicated steps.
+        self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step > 0 else None)
         self.image_every, self.num_images = max(1, image_every), num_images
         self.manifold_points, self.grid_size, self.num_samples = manifold_points, grid_size, num_samples
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        self.last_step = step  # the final hparam/ values are logged at the run's last step
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
 
@@ -46,9 +47,21 @@ class TensorBoardLogger:
         model.train(was_training)
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        # run_name="." keeps the HParams entry in this run's own folder
-        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        final = {f"hparam/{k}": v for k, v in metrics.items()}
+        # Session records only, in this run's own event file. add_hparams would also write an experiment
+        # record per run, and with several (a sweep under one --logdir) the HParams tab takes the first run's
+        # as the whole experiment: one run's values as the only domain, its metrics only. Without them,
+        # TensorBoard builds the experiment from every run's session: all runs side by side.
+        _, session_start, session_end = hparams(clean, final)
+        writer = self.writer._get_file_writer()
+        writer.add_summary(session_start)
+        writer.add_summary(session_end)
+        for name, value in final.items():
+            self.writer.add_scalar(name, value, getattr(self, "last_step", 0))
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
