@@ -112,6 +112,10 @@ def test_folder_with_and_without_classes(tmp_path) -> None:
     flat = build_data(data_cfg("folder", path=str(tmp_path / "flat"), size=8, channels=3), CPU)
     assert flat.num_classes is None and flat.train.head(2).y is None and tuple(flat.shape) == (3, 8, 8)
 
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images in"):
+        build_data(data_cfg("folder", path=str(tmp_path / "empty")), CPU)
+
     (tmp_path / "flat" / "broken.png").write_text("not an image")
     broken = build_data(data_cfg("folder", path=str(tmp_path / "flat"), size=8), CPU)
     with pytest.raises(UserError, match="broken.png"):
