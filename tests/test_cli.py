@@ -26,7 +26,8 @@ def test_help_lists_commands(tmp_path) -> None:
 
 def test_command_help_and_cfg_are_hydras(tmp_path) -> None:
     helped = aelab("train", "--help", cwd=tmp_path)
-    assert helped.returncode == 0 and "model: ae, vae" in helped.stdout and "arch: conv, mlp" in helped.stdout
+    families = "model: aae, ae, beta_vae, cae, cvae, dae, pca, sparse_ae, vae"
+    assert helped.returncode == 0 and families in helped.stdout and "arch: conv, mlp" in helped.stdout
     cfg = aelab("train", "model=ae", "latent_dim=3", "--cfg", "job", cwd=tmp_path)
     assert cfg.returncode == 0 and "_target_: aelab.models.ae.AE" in cfg.stdout and "latent_dim: 3" in cfg.stdout
     assert not (tmp_path / "outputs").exists()

@@ -32,8 +32,14 @@ def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, s
         train_idx, val_idx = _fractions(len(src.train_x), [val_fraction], seed)
         test = (src.test_x, src.test_y)
 
+    x = src.train_x
+    if src.standardize:  # statistics of the training split only, so val/test stay unseen
+        mean, std = x[train_idx].double().mean(0), x[train_idx].double().std(0).clamp_min(1e-12)
+        x = ((x - mean) / std).float()
+        test = (((test[0] - mean) / std).float(), test[1])
+
     def part(idx: torch.Tensor) -> TensorSplit:
-        return TensorSplit(src.train_x[idx], None if src.train_y is None else src.train_y[idx], device)
+        return TensorSplit(x[idx], None if src.train_y is None else src.train_y[idx], device)
 
     return DataModule(
         src.name, tuple(src.train_x.shape[1:]), src.num_classes,  # type: ignore[arg-type]

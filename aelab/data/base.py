@@ -12,8 +12,9 @@ from torch import Tensor
 
 @dataclass(slots=True)
 class Batch:
-    x: Tensor  # (B, C, H, W) float, images in [0, 1]
+    x: Tensor  # (B, C, H, W) float images in [0, 1], or (B, D) float vectors
     y: Tensor | None = None  # (B,) int64 class labels, None for unlabeled data
+    index: Tensor | None = None  # (B,) int64 positions in the split: a fixed identity per example
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -44,7 +45,7 @@ class TensorSplit:
     """A split held as one tensor on the training device, batched by indexing a permutation."""
 
     def __init__(self, x: Tensor, y: Tensor | None, device: torch.device) -> None:
-        self.x = x.to(device)  # (N, C, H, W) uint8 (images) or float (tables)
+        self.x = x.to(device)  # (N, C, H, W) uint8 (images) or (N, D) float (vectors)
         self.y = None if y is None else y.to(device=device, dtype=torch.long)  # (N,)
         self.device = device
         self.has_labels = y is not None
@@ -62,17 +63,19 @@ class TensorSplit:
         for first in range(start * batch_size, n, batch_size):
             if order is None:
                 sl = slice(first, first + batch_size)
-                yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl])
+                index = torch.arange(first, min(first + batch_size, n), device=self.device)
+                yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl], index)
             else:
                 idx = order[first : first + batch_size]
-                yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx])
+                yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx], idx)
 
     def head(self, n: int) -> Batch:
-        return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n])
+        return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n],
+                     torch.arange(min(n, len(self)), device=self.device))
 
     def take(self, indices: list[int]) -> Batch:
         idx = torch.as_tensor(indices, device=self.device)
-        return Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx])
+        return Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx], idx)
 
 
 class LoaderSplit:
@@ -86,9 +89,9 @@ class LoaderSplit:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def _to_batch(self, x: Tensor, y: Tensor) -> Batch:
+    def _to_batch(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
         x = to_float(x.to(self.device, non_blocking=True))
-        return Batch(x, y.to(self.device) if self.has_labels else None)
+        return Batch(x, y.to(self.device) if self.has_labels else None, index.to(self.device))
 
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
@@ -99,15 +102,16 @@ class LoaderSplit:
             self.dataset, batch_size=batch_size, sampler=order[start * batch_size :].tolist(),
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
         )
-        for x, y in loader:
-            yield self._to_batch(x, y)
+        for i, (x, y) in enumerate(loader, start=start):
+            yield self._to_batch(x, y, order[i * batch_size : (i + 1) * batch_size])
 
     def head(self, n: int) -> Batch:
         return self.take(list(range(min(n, len(self)))))
 
     def take(self, indices: list[int]) -> Batch:
         items = [self.dataset[i] for i in indices]
-        return self._to_batch(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
+        return self._to_batch(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]),
+                              torch.as_tensor(indices))
 
 
 @dataclass
@@ -115,7 +119,7 @@ class DataModule:
     """The train / validation / test splits of one dataset, with what was really loaded."""
 
     name: str  # the dataset really used (after any fallback)
-    shape: tuple[int, int, int]  # (C, H, W) of one example
+    shape: tuple[int, ...]  # one example: (C, H, W) images or (D,) vectors
     num_classes: int | None
     train: Split
     val: Split

@@ -10,16 +10,17 @@ from torch import Tensor
 
 @dataclass
 class TensorData:
-    """A dataset small enough to hold as uint8 tensors; test=None means carve one from train."""
+    """A dataset small enough to hold in memory; test=None means carve one from train."""
 
     name: str
-    train_x: Tensor  # (N, C, H, W) uint8
+    train_x: Tensor  # (N, C, H, W) uint8 images, or (N, D) float vectors
     train_y: Tensor | None  # (N,)
     test_x: Tensor | None = None
     test_y: Tensor | None = None
     num_classes: int | None = None
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    standardize: bool = False  # scale each column to zero mean, unit variance with training-split statistics
 
 
 @dataclass

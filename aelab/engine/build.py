@@ -25,7 +25,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise UserError(key, detail[0] if detail else "cannot be built", f"check {key}.* in the config") from None
 
 
-def build_model(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int | None):
+def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int | None):
     """The family named by cfg.model._target_, on the encoder/decoder builders of cfg.arch."""
     from aelab.models.base import Autoencoder
 

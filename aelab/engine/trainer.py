@@ -71,9 +71,11 @@ class Trainer:
         limit = self.cfg.get("limit_batches")
         n_batches = math.ceil(len(self.data.train) / bs)
         n_batches = min(n_batches, int(limit)) if limit else n_batches
+        if self.epoch == 0 and self.batch_in_epoch == 0:  # closed-form families (PCA) fit here; others: no-op
+            self.model.fit_closed_form(self.data.train, int(self.cfg.eval_batch_size))
         with EpochProgress(epochs) as progress, StopSignals() as self.stop:
             for epoch in range(self.epoch + 1, epochs + 1):
-                train = self._train_epoch(epoch, n_batches, bs, progress)
+                train = self._train_epoch(epoch, n_batches, bs, progress) if self.phases else self._evaluate_epoch()
                 self.epoch = epoch
                 self._end_epoch(train, progress)
                 if self.stop.requested:  # the epoch checkpoint was just written
@@ -122,13 +124,20 @@ class Trainer:
         self.batch_in_epoch, self.partial_sums = 0, {}
         return means
 
+    def _evaluate_epoch(self) -> dict[str, float]:
+        """An epoch of a model with nothing to optimise (no phases): the training split's terms."""
+        t0 = time.perf_counter()
+        train = self.evaluate(self.data.train)
+        self.epoch_seconds.append(time.perf_counter() - t0)
+        return train
+
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the detached terms each phase minimised."""
         self.step += 1
         logged: dict[str, torch.Tensor] = {}
         for phase, optimizer in zip(self.phases, self.optimizers):
             with autocast(self.device, self.amp_dtype):
-                terms = self.loss_fn(batch, self.step)
+                terms = (phase.loss or self.loss_fn)(batch, self.step)  # a phase may compute only its own terms
             chosen = terms if phase.terms is None else {k: terms[k] for k in phase.terms}
             loss = sum(chosen.values())
             optimizer.zero_grad(set_to_none=True)

@@ -1,27 +1,41 @@
-"""Plain (deterministic) autoencoder; with noise > 0 it is trained as a denoising AE."""
+"""Plain (deterministic) autoencoder, optionally with L2 weight decay; the base of dae, sparse_ae and cae."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from aelab.data.base import Batch
-from aelab.models.base import Autoencoder
+from aelab.models.base import Autoencoder, Condition
 from aelab.nets import Arch
 
 
 class AE(Autoencoder):
-    def __init__(self, arch: Arch, input_shape: tuple[int, int, int], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None) -> None:
-        super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes)
-        self.encoder = arch.encoder(self.input_shape, self.latent_dim)
-        self.decoder = arch.decoder(self.latent_dim, self.input_shape)
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
+                 weight_decay: float = 0.0, condition: Condition | None = None) -> None:
+        super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
+        self.weight_decay = float(weight_decay)
+        extra = condition.encoder_features if condition is not None else 0
+        self.encoder = arch.encoder(self.input_shape, self.latent_dim, extra)
+        self.decoder = arch.decoder(self.decoder_features(), self.input_shape)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.encoder(x)
+        return self.encoder(x, self.encoder_condition(y))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
+        return self.decoder(self.decoder_input(z, y))
+
+    def code_penalties(self, z: Tensor) -> dict[str, Tensor]:
+        """Extra terms on the training codes (B, D): the hook sparse AEs fill."""
+        return {}
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
-        logits = self.decode(self.encode(self.corrupt(batch.x)))
-        return {"recon": self.likelihood.batch_nll(logits, batch.x)}
+        z = self.encode(self.corrupt(batch.x), batch.y)
+        terms = {"recon": self.likelihood.batch_nll(self.decode(z, batch.y), batch.x), **self.code_penalties(z)}
+        if self.weight_decay > 0:
+            terms["weight_decay"] = self.weight_decay * self.squared_weights()
+        return terms
+
+    def squared_weights(self) -> Tensor:
+        """Sum of squared weight matrices / kernels (biases and norm scales are not decayed)."""
+        return sum(p.pow(2).sum() for p in self.parameters() if p.ndim > 1)

@@ -13,9 +13,15 @@ class Bernoulli:
     """Pixels in [0, 1] as Bernoulli means; BCE with logits is the numerically stable fused form."""
 
     name = "bernoulli"
+    support = (0.0, 1.0)  # the data range this likelihood models
+    EPS = 1e-3  # floor on probabilities given by logits_of: a linear reconstruction outside (0, 1) costs a bounded amount
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
+
+    def logits_of(self, mean: Tensor) -> Tensor:
+        """Logits whose mean is `mean` (clipped into the open unit interval): for decoders that output data space."""
+        return torch.logit(mean.clamp(self.EPS, 1.0 - self.EPS))
 
     def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,) summed over pixels
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
@@ -28,9 +34,13 @@ class Gaussian:
     """Unit-variance Gaussian: half the summed squared error per image (the NLL up to a constant)."""
 
     name = "gaussian"
+    support = None  # unbounded
 
     def mean(self, logits: Tensor) -> Tensor:
         return logits
+
+    def logits_of(self, mean: Tensor) -> Tensor:
+        return mean
 
     def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,)
         return 0.5 * F.mse_loss(logits, x, reduction="none").flatten(1).sum(1)

@@ -6,10 +6,10 @@ from torch import nn
 
 
 class Arch(Protocol):
-    def encoder(self, input_shape: tuple[int, int, int], out_features: int, extra_features: int = 0) -> nn.Module:
-        """(B, C, H, W) [+ (B, extra) condition] -> (B, out_features)."""
+    def encoder(self, input_shape: tuple[int, ...], out_features: int, extra_features: int = 0) -> nn.Module:
+        """(B, C, H, W) or (B, D) [+ (B, extra) condition] -> (B, out_features)."""
         ...
 
-    def decoder(self, in_features: int, output_shape: tuple[int, int, int]) -> nn.Module:
-        """(B, in_features) -> (B, C, H, W) logits."""
+    def decoder(self, in_features: int, output_shape: tuple[int, ...]) -> nn.Module:
+        """(B, in_features) -> (B, *output_shape) logits."""
         ...

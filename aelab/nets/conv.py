@@ -72,8 +72,17 @@ class ConvArch:
             raise UserError("arch.channels", f"got {list(channels)}", "a non-empty list of positive integers")
         self.channels, self.slope = list(channels), float(negative_slope)
 
-    def encoder(self, input_shape: tuple[int, int, int], out_features: int, extra_features: int = 0) -> nn.Module:
-        return ConvEncoder(input_shape, self.channels, out_features, self.slope, extra_features)
+    def encoder(self, input_shape: tuple[int, ...], out_features: int, extra_features: int = 0) -> nn.Module:
+        return ConvEncoder(_image_shape(input_shape), self.channels, out_features, self.slope, extra_features)
 
-    def decoder(self, in_features: int, output_shape: tuple[int, int, int]) -> nn.Module:
-        return ConvDecoder(in_features, self.channels, output_shape, self.slope)
+    def decoder(self, in_features: int, output_shape: tuple[int, ...]) -> nn.Module:
+        return ConvDecoder(in_features, self.channels, _image_shape(output_shape), self.slope)
+
+
+def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    from aelab.errors import UserError
+
+    if len(shape) != 3:
+        raise UserError("arch", f"conv needs images (C, H, W), the data's examples are vectors of shape {list(shape)}",
+                        "arch=mlp")
+    return shape  # type: ignore[return-value]

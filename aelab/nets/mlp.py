@@ -25,27 +25,27 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, input_shape: tuple[int, int, int], hidden: Sequence[int], out_features: int,
+    def __init__(self, input_shape: tuple[int, ...], hidden: Sequence[int], out_features: int,
                  activation: str, extra_features: int = 0) -> None:
         super().__init__()
         self.net = mlp([math.prod(input_shape) + extra_features, *hidden, out_features], activation)
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        h = x.flatten(1)  # (B, C*H*W)
+        h = x.flatten(1)  # (B, C*H*W) or (B, D)
         if extra is not None:
             h = torch.cat([h, extra], dim=1)
         return self.net(h)
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, in_features: int, hidden: Sequence[int], output_shape: tuple[int, int, int],
+    def __init__(self, in_features: int, hidden: Sequence[int], output_shape: tuple[int, ...],
                  activation: str) -> None:
         super().__init__()
         self.output_shape = tuple(output_shape)
         self.net = mlp([in_features, *hidden, math.prod(output_shape)], activation)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *self.output_shape)  # (B, C, H, W)
+        return self.net(z).view(-1, *self.output_shape)  # (B, C, H, W) or (B, D)
 
 
 class MLPArch:
@@ -60,8 +60,8 @@ class MLPArch:
             raise UserError("arch.hidden", f"got {list(hidden)}", "a list of positive integers")
         self.hidden, self.activation = list(hidden), activation
 
-    def encoder(self, input_shape: tuple[int, int, int], out_features: int, extra_features: int = 0) -> nn.Module:
+    def encoder(self, input_shape: tuple[int, ...], out_features: int, extra_features: int = 0) -> nn.Module:
         return MLPEncoder(input_shape, self.hidden, out_features, self.activation, extra_features)
 
-    def decoder(self, in_features: int, output_shape: tuple[int, int, int]) -> nn.Module:
+    def decoder(self, in_features: int, output_shape: tuple[int, ...]) -> nn.Module:
         return MLPDecoder(in_features, self.hidden[::-1], output_shape, self.activation)
