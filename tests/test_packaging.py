@@ -21,6 +21,8 @@ def test_wheel_ships_every_config_and_composes_from_it(tmp_path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {f"aelab/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert configs and configs <= names, sorted(configs - names)
+    modules = {f"aelab/{p.relative_to(REPO / 'aelab').as_posix()}" for p in (REPO / "aelab").rglob("*.py")}
+    assert modules <= names, f"modules missing from the wheel (add their package to pyproject): {sorted(modules - names)}"
 
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
