@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
     "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
     "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
+    "report": "one table of every run under a folder (seeds: mean ± std) + a plot: aelab report multirun/<date>/<time>",
 }
 
 # Hydra flags that print or configure instead of running: hand them over unchecked.
@@ -31,6 +32,7 @@ commands:
 examples:
   aelab train model=vae latent_dim=2                 # -> outputs/<date>/<time>_vae/
   aelab train -m model=ae,vae latent_dim=2,8         # a sweep -> multirun/<date>/<time>/
+  aelab report multirun/<date>/<time>                # the sweep as one table, report.md/csv, a plot
   aelab eval run=outputs/<date>/<time>_vae
   tensorboard --logdir outputs
 
@@ -41,6 +43,18 @@ examples:
 def usage() -> str:
     width = max(map(len, COMMANDS))
     return USAGE.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
+
+
+def report_dir_override(args: list[str]) -> list[str]:
+    """`aelab report <dir>` -> `dir='<dir>'`: the first bare word (or existing folder, whose job names hold
+    `=` and `,`) becomes the quoted Hydra key."""
+    from pathlib import Path
+
+    for i, arg in enumerate(args):
+        if not arg.startswith("-") and ("=" not in arg or Path(arg).is_dir()):
+            quoted = arg.replace("\\", "\\\\").replace("'", "\\'")
+            return [*args[:i], f"dir='{quoted}'", *args[i + 1 :]]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"error: command: unknown command {command!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         sys.exit(2)
+    if command == "report":
+        rest = report_dir_override(rest)
     if not HYDRA_FLAGS.intersection(a.split("=", 1)[0] for a in rest):
         from aelab.precheck import precheck
 

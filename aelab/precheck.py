@@ -17,6 +17,15 @@ from aelab.errors import UserError, exit_with, full_errors_requested
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_COMBINATIONS = 256
+# Hydra configs that optional extras bring: a missing one is an install hint, not an unknown option.
+PLUGINS = {
+    "hydra/launcher/joblib": ("hydra-joblib-launcher", "sweep"),
+    "hydra/launcher/submitit_slurm": ("hydra-submitit-launcher", "slurm"),
+    "hydra/launcher/submitit_local": ("hydra-submitit-launcher", "slurm"),
+    "hydra/sweeper/optuna": ("hydra-optuna-sweeper", "search"),
+    "hydra/sweeper/sampler/tpe": ("hydra-optuna-sweeper", "search"),
+}
+HYDRA_GROUP = re.compile(r"^\+?hydra/(launcher|sweeper)=")
 
 
 def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -35,6 +44,10 @@ def translate(exc: Exception, known_keys: list[str]) -> UserError:
     from hydra.errors import MissingConfigException, OverrideParseException
 
     text = str(exc)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file in PLUGINS:
+        group, option = exc.missing_cfg_file.rsplit("/", 1)
+        package, extra = PLUGINS[exc.missing_cfg_file]
+        return UserError(group, f"{option!r} needs the {package} plugin", f"pip install 'aelab[{extra}]'")
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, option = exc.missing_cfg_file.rsplit("/", 1)
         options = ", ".join(exc.options or [])
@@ -89,6 +102,9 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
                 cfgs = [compose(config_name=command, overrides=o) for o in runs]
                 for cfg in cfgs:
                     OmegaConf.resolve(cfg)  # surfaces bad interpolations now, not mid-run
+                launcher = [a for a in overrides if HYDRA_GROUP.match(a)]  # hydra/launcher=joblib: installed?
+                if launcher:
+                    compose(config_name=command, overrides=launcher, return_hydra_config=True)
             except (HydraException, OmegaConfBaseException) as exc:
                 known = _leaf_keys(compose(config_name=command))
                 raise translate(exc, known) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,17 @@ def main(cfg: DictConfig) -> Any:
 
 
 def objective_value(key: str | None, metrics: dict[str, Any] | None) -> Any:
-    """What a sweeper gets back: the metrics, or with `objective` set (search=optuna) that one number, NaN for a
-    failed job (Optuna then marks the trial failed and goes on)."""
+    """What a sweeper gets back: the metrics, or with `objective` set (search=optuna) that one number.
+
+    A failed job (or a non-finite value) returns None, not NaN: the Optuna sweeper marks a trial whose
+    value is not a float as failed and goes on, while a NaN makes it raise and end the whole study.
+    """
     if not key:
         return metrics
     value = (metrics or {}).get(key)
     if metrics is not None and not isinstance(value, (int, float)):
         logging.getLogger(__name__).warning(f"objective: {key} is not a final metric (one of: {', '.join(metrics)})")
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _resume_hint(run_dir: Path) -> str:

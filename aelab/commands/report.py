@@ -1,0 +1,37 @@
+"""`aelab report <dir>`: one table of every run under a sweep or runs folder, seeds averaged, plus a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from aelab.commands._common import run_command
+from aelab.config_check import check_report
+from aelab.errors import UserError
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Gather, print and write the report; returns the run counts and the files written. Never imports torch."""
+    from aelab.sweep.report import build_report, print_report, write_report_files
+
+    check_report(cfg)
+    root = Path(str(cfg.dir)).expanduser()
+    report = build_report(root, list(cfg.metrics), str(cfg.y), str(cfg.seed_key))
+    if report.sort_by is None and any(r.metrics for r in report.runs):
+        present = sorted({k for r in report.runs for k in r.metrics})
+        raise UserError("y", f"no run has the metric {cfg.y!r}", "one of: " + ", ".join(present))
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else root
+    try:
+        written = write_report_files(report, out, cfg.x)
+    except OSError as exc:
+        raise UserError("out", f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    print_report(report, written)
+    return {"runs": len(report.runs), **report.counts(), "files": [str(p) for p in written]}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="report")
+def main(cfg: DictConfig) -> Any:
+    return run_command(lambda: run(cfg))

@@ -1,0 +1,68 @@
+"""Hydra callback (conf/train.yaml `hydra.callbacks`): records the sweep at its start, summarises it at its end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.sweep.naming import SWEEP_FILE, override_key
+
+log = logging.getLogger(__name__)
+
+
+def _sweep_shape(overrides: list[str]) -> tuple[list[str], int | None]:
+    """The keys given one value for every job, and the number of jobs the basic sweeper will make."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    constant, jobs = [], 1
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            try:
+                jobs *= len(list(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001  (interval() and other non-discrete sweeps: count unknown)
+                jobs = 0
+        else:
+            constant.append(override_key(override.input_line))
+    return constant, jobs or None
+
+
+class SweepSummary(Callback):
+    """At the start: sweep.json (the command line, which keys are constant, how many jobs). At the end:
+    summary.json + report.md/report.csv/runs.csv + a plot in the sweep folder, the table on stdout, and exit
+    status 1 when a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # type: ignore[union-attr]
+        constant, jobs = _sweep_shape(overrides)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        record = {"command": " ".join(["aelab", "train", "-m", *overrides]), "overrides": overrides,
+                  "constant_keys": constant, "jobs": jobs}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from aelab.sweep.report import build_report, print_report, write_report_files
+        from aelab.sweep.runs import find_runs
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir() or not find_runs(sweep_dir):
+            return
+        try:
+            report = build_report(sweep_dir)
+            written = write_report_files(report, sweep_dir)
+        except Exception as exc:  # noqa: BLE001  (a summary problem must not hide the jobs' own results)
+            log.warning(f"could not write the sweep summary: {exc}")
+            return
+        print_report(report, written)
+        print(f"full report with other columns or a plot: aelab report {sweep_dir} x=<key> y=<metric>")
+        failed = report.counts().get("failed", 0)
+        if failed:  # the other jobs finished, but a script running the sweep must still learn of it
+            print(f"error: sweep: {failed} of {len(report.runs)} jobs failed (see {sweep_dir / 'summary.json'})",
+                  file=sys.stderr)
+            sys.exit(1)

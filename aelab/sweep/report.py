@@ -1,0 +1,276 @@
+"""The run table: one row per setting with seeds averaged (mean ± std), written as markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aelab.sweep.naming import short_number
+from aelab.sweep.runs import DONE, FAILED, Run, gather
+
+DEFAULT_METRICS = ("val/*", "test/*", "eval/*")
+
+
+def as_number(value: str | None) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _sort_key(value: str | None) -> tuple[int, float, str]:
+    number = as_number(value)
+    return (0, number, "") if number is not None else (1, 0.0, str(value))
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float | None  # sample std over seeds (n - 1); None for a single run
+    n: int
+
+
+@dataclass
+class Group:
+    values: dict[str, str | None]  # the row's settings: every varying key except the seed
+    runs: list[Run]
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def done(self) -> list[Run]:
+        return [r for r in self.runs if r.status == DONE]
+
+    def state(self) -> str:
+        """`2/2 done`, or what the others are doing: `1/2 done, 1 failed`."""
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            if run.status != DONE:
+                counts[run.status] = counts.get(run.status, 0) + 1
+        tail = "".join(f", {n} {status}" for status, n in counts.items())
+        return f"{len(self.done)}/{len(self.runs)} done{tail}"
+
+
+@dataclass
+class Report:
+    root: Path
+    runs: list[Run]
+    keys: list[str]  # settings that differ between runs (seed included), in command-line order
+    constant: dict[str, str]  # settings every run shares
+    seed_key: str
+    metrics: list[str]  # columns, the sort metric first
+    sort_by: str | None
+    groups: list[Group]
+
+    @property
+    def group_keys(self) -> list[str]:
+        return [k for k in self.keys if k != self.seed_key]
+
+    @property
+    def seeds_averaged(self) -> bool:
+        return self.seed_key in self.keys
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for run in self.runs:
+            out[run.status] = out.get(run.status, 0) + 1
+        return out
+
+
+def _settings(runs: list[Run]) -> tuple[list[str], dict[str, str]]:
+    """The override keys of all runs (plus `model` when families differ), split into varying and constant."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.overrides if k not in keys]
+    if "model" not in keys and len({r.choices.get("model") for r in runs}) > 1:
+        keys.insert(0, "model")
+    varying, constant = [], {}
+    for key in keys:
+        values = {run.value(key) for run in runs}
+        if len(values) > 1:
+            varying.append(key)
+        else:
+            constant[key] = str(next(iter(values)))
+    return varying, constant
+
+
+def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], sort_by: str | None) -> list[str]:
+    present: list[str] = []
+    for run in runs:
+        present += [k for k in run.metrics if k not in present]
+    chosen = sorted(k for k in present if any(fnmatch.fnmatchcase(k, p) for p in patterns))
+    if sort_by in present:
+        chosen = [sort_by] + [k for k in chosen if k != sort_by]
+    return chosen
+
+
+def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, sort_by: str | None = "val/recon",
+                 seed_key: str = "seed") -> Report:
+    runs = gather(root)
+    keys, constant = _settings(runs)
+    columns = _columns(runs, metrics, sort_by)
+    group_keys = [k for k in keys if k != seed_key]
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        values = {k: run.value(k) for k in group_keys}
+        groups.setdefault(tuple(values.values()), Group(values, [])).runs.append(run)
+    ordered = sorted(groups.values(), key=lambda g: [_sort_key(v) for v in g.values.values()])
+    for group in ordered:
+        for metric in columns:
+            xs = [r.metrics[metric] for r in group.done if metric in r.metrics and math.isfinite(r.metrics[metric])]
+            if xs:
+                group.stats[metric] = Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+    return Report(root, runs, keys, constant, seed_key, columns, sort_by if sort_by in columns else None, ordered)
+
+
+def _decimals(x: float) -> int:
+    """Two decimals for losses around 100, more for small numbers: about five significant digits."""
+    digits = len(str(int(abs(x)))) if math.isfinite(x) else 1
+    return min(6, max(2, 5 - digits)) if abs(x) >= 1 or x == 0 else min(6, max(2, 3 - int(math.floor(math.log10(abs(x))))))
+
+
+def format_stat(stat: Stat | None) -> str:
+    if stat is None:
+        return "–"
+    d = _decimals(stat.mean)
+    return f"{stat.mean:.{d}f}" if stat.std is None else f"{stat.mean:.{d}f} ± {stat.std:.{d}f}"
+
+
+def best_group(report: Report) -> Group | None:
+    """The row with the lowest mean of the sort metric (losses: lower is better)."""
+    scored = [g for g in report.groups if report.sort_by and report.sort_by in g.stats]
+    return min(scored, key=lambda g: g.stats[report.sort_by].mean) if scored else None  # type: ignore[index]
+
+
+def summary_line(report: Report) -> str:
+    counts = report.counts()
+    parts = [f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: kv[0] != DONE)]
+    return f"{len(report.runs)} runs: " + ", ".join(parts)
+
+
+def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    header = [*report.group_keys, "runs", *report.metrics]
+    rows = [[short_number(str(g.values[k])) for k in report.group_keys] + [g.state()] + [format_stat(g.stats.get(m)) for m in
+            report.metrics] for g in report.groups]
+    return header, rows
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path:  # type: ignore[assignment]
+    header, rows = table_rows(report)
+    best = best_group(report)
+    lines = [f"# aelab report: {report.root}", "", summary_line(report) + "."]
+    if report.constant:
+        lines.append("Same in every run: " + ", ".join(f"`{k}={v}`" for k, v in report.constant.items()) + ".")
+    if report.seeds_averaged:
+        lines.append(f"Runs that differ only in `{report.seed_key}` are one row: mean ± sample std over the finished "
+                     "ones.")
+    if best is not None:
+        lines.append(f"Lowest `{report.sort_by}`: " + ", ".join(f"`{k}={v}`" for k, v in best.values.items()) + ".")
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    run_metrics = report.metrics
+    lines += ["", "## Runs", "", "| run | status | " + " | ".join(run_metrics) + " |", "|" + "---|" * (2 + len(run_metrics))]
+    for run in report.runs:
+        cells = [f"`{run.name}`", run.status] + [format_stat(Stat(run.metrics[m], None, 1)) if m in run.metrics else "–"
+                                                 for m in run_metrics]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    problems = [r for r in report.runs if r.error]
+    if problems:
+        lines += ["", "## Failed or stopped", ""] + [f"- `{r.name}`: {r.status}: {r.error}" for r in problems]
+    for plot in plots:
+        lines += ["", f"![{plot.stem}]({plot.name})"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_csv(report: Report, path: Path) -> Path:
+    """One row per setting: the keys, run counts, then `<metric>` (mean) and `<metric>_std` per metric."""
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow([*report.group_keys, "runs", "done", "failed"] +
+                     [c for m in report.metrics for c in (m, f"{m}_std")])
+        for g in report.groups:
+            stats = [g.stats.get(m) for m in report.metrics]
+            out.writerow([g.values[k] for k in report.group_keys] +
+                         [len(g.runs), len(g.done), sum(r.status == FAILED for r in g.runs)] +
+                         [c for s in stats for c in (("", "") if s is None else (s.mean, "" if s.std is None else s.std))])
+    return path
+
+
+def write_runs_csv(report: Report, path: Path) -> Path:
+    """One row per run, raw: name, status, every varying key, every metric, the error line."""
+    metrics = sorted({k for r in report.runs for k in r.metrics})
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["run", "status", *report.keys, *metrics, "error"])
+        for run in report.runs:
+            out.writerow([run.name, run.status, *(run.value(k) for k in report.keys),
+                          *(run.metrics.get(m, "") for m in metrics), run.error or ""])
+    return path
+
+
+def summary_record(report: Report) -> dict[str, Any]:
+    """summary.json: every job's settings, status, error line and final metrics."""
+    return {
+        "root": str(report.root), "counts": report.counts(), "constant": report.constant, "keys": report.keys,
+        "jobs": [{"run": r.name, "status": r.status, "error": r.error, "settings": {k: r.value(k) for k in report.keys},
+                  "metrics": r.metrics} for r in report.runs],
+    }
+
+
+def _width(report: Report) -> int:
+    """Characters the table needs with every cell on one line."""
+    header, rows = table_rows(report)
+    return sum(max(len(c) for c in column) + 3 for column in zip(header, *rows)) + 1
+
+
+def print_report(report: Report, written: list[Path]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    # piped into a file or a log, nobody resizes the window: keep each row on one line there
+    console = Console() if sys.stdout.isatty() else Console(width=max(80, min(400, _width(report))))
+    header, rows = table_rows(report)
+    title = f"{summary_line(report)}" + (f" (mean ± std over {report.seed_key})" if report.seeds_averaged else "")
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(escape(name), justify="left" if i <= len(report.group_keys) else "right")
+    best = best_group(report)
+    for group, row in zip(report.groups, rows):
+        table.add_row(*map(escape, row), style="bold" if group is best else None)
+    console.print(table)
+    if report.constant:
+        console.print(escape("same in every run: " + " ".join(f"{k}={v}" for k, v in report.constant.items())),
+                      soft_wrap=True, highlight=False)
+    for run in report.runs:
+        if run.error:
+            console.print(f"[red]{run.status}[/]: " + escape(f"{run.name}: {run.error}"), soft_wrap=True, highlight=False)
+    for path in written:
+        console.print(escape(f"wrote {path}"), soft_wrap=True, highlight=False)
+
+
+def write_report_files(report: Report, out_dir: Path, x: str | None = "auto") -> list[Path]:
+    """summary.json, report.md, report.csv, runs.csv and, when a numeric key varies, `<y>_vs_<x>.png`."""
+    from aelab.sweep.plot import choose_x, plot_metric, plot_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = out_dir / "summary.json"
+    summary.write_text(json.dumps(summary_record(report), indent=2, default=str) + "\n")
+    plots = []
+    x_key = choose_x(report, x)
+    y = report.sort_by
+    if x_key and y and any(y in g.stats for g in report.groups):
+        plots.append(plot_metric(report, x_key, y, plot_path(out_dir, x_key, y)))
+    return [summary, write_markdown(report, out_dir / "report.md", plots), write_csv(report, out_dir / "report.csv"),
+            write_runs_csv(report, out_dir / "runs.csv"), *plots]
