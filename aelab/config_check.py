@@ -73,6 +73,7 @@ def check_config(cfg: DictConfig) -> None:
     check_int(cfg, "batch_size", minimum=1)
     check_number(cfg, "lr", minimum=0, exclusive=True)
     check_choice(cfg, "model.likelihood", LIKELIHOODS)
+    check_model(cfg)
     check_number(cfg, "trainer.grad_clip", minimum=0, exclusive=True, nullable=True)
     check_int(cfg, "trainer.log_every", minimum=1)
     check_int(cfg, "trainer.eval_batch_size", minimum=1)
@@ -81,6 +82,38 @@ def check_config(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.skip_nonfinite", minimum=0, nullable=True)
     check_choice(cfg, "trainer.precision", PRECISIONS)
     check_number(cfg, "data.val_fraction", minimum=0, maximum=0.9)
+
+
+def check_open_interval(cfg: DictConfig, key: str, low: float, high: float, nullable: bool = False,
+                        closed_high: bool = False) -> None:
+    present, v = _get(cfg, key)
+    if not present or (v is None and nullable):
+        return
+    rule = f"a number in ({low}, {high}{']' if closed_high else ')'}"
+    if not _is_number(v) or not (low < v and (v <= high if closed_high else v < high)):
+        raise UserError(key, f"out of range: {v!r}", rule)
+
+
+def check_model(cfg: DictConfig) -> None:
+    """Family keys, wherever a family has them (no family is named here), and rules across keys."""
+    for key in ("model.beta", "model.input_noise", "model.weight_decay", "model.free_bits", "model.adv_weight",
+                "model.recon_weight"):
+        check_number(cfg, key, minimum=0)
+    check_int(cfg, "model.kl_warmup_steps", minimum=0)
+    check_int(cfg, "model.factor", minimum=1)
+    check_int(cfg, "model.grid_size", minimum=1)
+    check_open_interval(cfg, "model.rho", 0, 1)
+    check_open_interval(cfg, "model.variance", 0, 1, nullable=True, closed_high=True)
+    check_open_interval(cfg, "model.semi_supervised_fraction", 0, 1, nullable=True, closed_high=True)
+    _, prior = _get(cfg, "model.prior")
+    _, latent_dim = _get(cfg, "model.latent_dim")
+    if prior == "grid" and latent_dim != 2:
+        raise UserError("model.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
+                        "latent_dim=2, or model.prior=gaussian|uniform|mixture")
+    _, corruption = _get(cfg, "model.corruption")
+    _, noise = _get(cfg, "model.input_noise")
+    if corruption in ("salt_pepper", "masking") and _is_number(noise) and noise > 1:
+        raise UserError("noise", f"{corruption} hits a fraction of the entries: {noise} is not one", "0 <= noise <= 1")
 
 
 def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
@@ -140,6 +173,7 @@ def check_sample(cfg: DictConfig) -> None:
     check_choice(cfg, "ckpt", ("last", "best"))
     check_int(cfg, "n", minimum=1)
     check_int(cfg, "grid_size", minimum=2)
+    check_int(cfg, "label", minimum=0, nullable=True)
 
 
 def check_interpolate(cfg: DictConfig) -> None:
@@ -150,6 +184,8 @@ def check_interpolate(cfg: DictConfig) -> None:
     check_choice(cfg, "method", ("lerp", "slerp"))
     check_int(cfg, "from", minimum=0)
     check_int(cfg, "to", minimum=0)
+    check_int(cfg, "from_label", minimum=0, nullable=True)
+    check_int(cfg, "to_label", minimum=0, nullable=True)
     check_int(cfg, "steps", minimum=2)
     check_int(cfg, "frame_ms", minimum=10)
 

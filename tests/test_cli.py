@@ -120,6 +120,13 @@ BAD_COMMAND_LINES = [
     (["train", "data=synthetic", "trainer.optimizer._target_=torch.optim.Nope"], "trainer.optimizer"),
     (["train", "latent_dim=2", "latent_dim="], "latent_dim"),
     (["train", "model=[ae"], "override"),
+    # nonsense combinations of a family with its options (those that need the data: test_families, test_vector_data)
+    (["train", "model=aae", "model.prior=grid", "latent_dim=8"], "model.prior"),
+    (["train", "model=sparse_ae", "model.penalty=kl", "model.rho=1.5"], "model.rho"),
+    (["train", "model=sparse_ae", "beta=-0.01"], "beta"),
+    (["train", "model=dae", "noise=-0.3"], "noise"),
+    (["train", "model=dae", "model.corruption=masking", "noise=1.5"], "noise"),
+    (["train", "model=pca", "model.variance=1.5"], "model.variance"),
 ]
 
 

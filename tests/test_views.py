@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from aelab.commands.interpolate import lerp, slerp
@@ -40,3 +41,33 @@ def test_interpolation_paths_hit_their_ends() -> None:
     for path in (lerp(a, b, t), slerp(a, b, t)):
         assert torch.allclose(path[0], a, atol=1e-6) and torch.allclose(path[-1], b, atol=1e-6)
     assert torch.allclose(slerp(a, b, t).norm(dim=1), torch.linspace(1, 2, 5), atol=1e-5)
+
+
+def test_conditional_models_get_one_latent_grid_per_class(compose_cfg) -> None:
+    model, _ = _model(compose_cfg, "model=cvae", "latent_dim=2")
+    grids = views.latent_grids(model, None, n=4)
+    assert sorted(grids) == [f"latent_grid/class_{c}" for c in range(4)]
+    assert not torch.equal(grids["latent_grid/class_0"], grids["latent_grid/class_1"])
+    assert list(views.latent_grids(model, None, n=4, label=2)) == ["latent_grid"]
+
+
+FAMILY_VIEWS = [
+    (["model=sparse_ae", "latent_dim=16"], {"val/activations"}, {"val/mean_activation_per_class"}, {"val/mean_activation"}),
+    (["model=vae"], {"val/kl_per_dim"}, set(), {"val/kl_dim/00", "val/active_units"}),
+    (["model=aae", "model.semi_supervised_fraction=0.5"], {"val/codes"}, set(), {"val/accuracy"}),
+    (["model=dae", "noise=0.3"], set(), {"val/denoising"}, set()),
+    (["model=cvae", "latent_dim=2"], set(), {"val/style_transfer", "val/latent_grid/class_3"}, {"val/active_units"}),
+    (["model=pca", "model.variance=0.9"], set(), {"val/latent_manifold"}, {"val/explained_variance"}),
+]
+
+
+@pytest.mark.parametrize("overrides, histograms, images, scalars", FAMILY_VIEWS, ids=[o[0][6:] for o, *_ in FAMILY_VIEWS])
+def test_tensorboard_shows_what_each_family_adds(compose_cfg, tmp_path, overrides, histograms, images, scalars) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aelab.commands import train
+
+    run = [*overrides, "epochs=1", "trainer.limit_batches=2", "logger=tensorboard", "logger.manifold_points=256"]
+    train.run(compose_cfg([*TINY, *run]), tmp_path, run)
+    tags = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0, "histograms": 0}).Reload().Tags()
+    assert histograms <= set(tags["histograms"]) and images <= set(tags["images"]) and scalars <= set(tags["scalars"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import tempfile
 import shutil
 import sys
 from collections.abc import Callable
@@ -27,6 +29,9 @@ def _run_dir(resume: str | None, fresh: str) -> str:
     """
     if resume:
         return str(resume)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0 and fresh not in _claimed:  # torchrun's other ranks: rank 0 alone writes the run
+        _claimed[fresh] = tempfile.mkdtemp(prefix=f"aelab-rank{rank}-")
     if fresh not in _claimed:  # Hydra resolves the run dir several times: claim once per process
         candidate, k = fresh, 0
         while True:

@@ -34,16 +34,31 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 PATHS = {"lerp": lerp, "slerp": slerp}
 
 
+def first_of_class(split, label: int, key: str) -> int:
+    """Index of the first example of class `label` in the split (from_label / to_label)."""
+    seen = 0
+    for batch in split.batches(4096):
+        if batch.y is None:
+            raise UserError(f"{key}_label", "the data has no labels", f"pick an index with {key}=N")
+        hits = (batch.y == int(label)).nonzero()
+        if len(hits):
+            return seen + int(hits[0])
+        seen += len(batch)
+    raise UserError(f"{key}_label", f"no example of class {label} in the split", f"pick an index with {key}=N")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from aelab.viz.images import grid, save_gif, save_png
+    from aelab.viz.views import is_image, path_figure, save_figure
 
     check_interpolate(cfg)
     loaded, device = load(cfg)
     data = load_data(cfg, loaded, device)
     split = getattr(data, cfg.split)
-    first, last = int(cfg["from"]), int(cfg["to"])
+    first, last = (first_of_class(split, cfg.get(f"{key}_label"), key) if cfg.get(f"{key}_label") is not None
+                   else int(cfg[key]) for key in ("from", "to"))
     for key, index in (("from", first), ("to", last)):
         if index >= len(split):
             raise UserError(key, f"index {index} is past the end of the {cfg.split} split", f"0..{len(split) - 1}")
@@ -54,15 +69,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t = torch.linspace(0, 1, int(cfg.steps), device=codes.device)
         path = PATHS[cfg.method](codes[0], codes[1], t)  # (steps, D)
         y = None if batch.y is None else batch.y[:1].expand(len(t))  # conditional families: keep the first label
-        frames = model.likelihood.mean(model.decode(path, y)).float().clamp(0, 1)  # (steps, C, H, W)
+        frames = model.likelihood.mean(model.decode(path, y)).float()  # (steps, C, H, W) or (steps, D)
     out = output_dir(loaded.run_dir, "interpolate")
-    strip = torch.cat([batch.x[:1], frames, batch.x[1:]])  # input, path, input
-    files = {"strip": save_png(grid(strip, nrow=len(strip)), out / "interpolation.png").name}
-    if cfg.gif:
-        scale = max(1, 112 // frames.shape[-1])  # tiny images are enlarged so the GIF is watchable
-        big = F.interpolate(frames, scale_factor=scale, mode="nearest")
-        files["gif"] = save_gif([grid(f[None], nrow=1, pad=0) for f in big], out / "interpolation.gif",
-                              frame_ms=int(cfg.frame_ms)).name
+    if is_image(data.shape):
+        frames = frames.clamp(0, 1)
+        strip = torch.cat([batch.x[:1], frames, batch.x[1:]])  # input, path, input
+        files = {"strip": save_png(grid(strip, nrow=len(strip)), out / "interpolation.png").name}
+        if cfg.gif:
+            scale = max(1, 112 // frames.shape[-1])  # tiny images are enlarged so the GIF is watchable
+            big = F.interpolate(frames, scale_factor=scale, mode="nearest")
+            files["gif"] = save_gif([grid(f[None], nrow=1, pad=0) for f in big], out / "interpolation.gif",
+                                    frame_ms=int(cfg.frame_ms)).name
+    else:  # vectors: the decoded path as connected points
+        files = {"path": save_figure(path_figure(batch.x, frames), out / "interpolation.png").name}
     OmegaConf.save(cfg, out / "config.yaml")
     info = {**files, "method": cfg.method, "from": first, "to": last, "steps": int(cfg.steps)}
     print_results(f"interpolate: {cfg.split}[{first}] -> {cfg.split}[{last}]", info, out)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,9 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     from aelab.engine.build import build, build_model
     from aelab.engine.checkpoint import load_latest
     from aelab.engine.device import resolve_device
+    from aelab.engine.distributed import setup_distributed
     from aelab.engine.trainer import Trainer
+    from aelab.viz.logger import NullLogger
 
     check_train(cfg)
     run_dir = Path(run_dir)
@@ -51,24 +55,29 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         check_train(cfg)
     threads = apply_threads(cfg.get("threads", "auto"))
     torch.manual_seed(int(cfg.seed))
-    device = resolve_device(cfg.device)
+    dist, device = setup_distributed(cfg.trainer.get("strategy", "auto"), resolve_device(cfg.device))
     data = build_data(cfg.data, device)
     model = build_model(cfg, data.shape, data.num_classes)
     raw = OmegaConf.to_container(cfg, resolve=False)
     trainer = Trainer(model, data, cfg.trainer, device=device, logger=None, run_dir=run_dir, seed=int(cfg.seed),
-                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()})
+                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()}, dist=dist)
     if resumed is not None:
         trainer.load_state_dict(resumed)
-    trainer.logger = build(cfg.logger, "logger", log_dir=str(run_dir), start_step=trainer.step)
+    trainer.logger = (build(cfg.logger, "logger", log_dir=str(run_dir), start_step=trainer.step) if dist.is_main
+                      else NullLogger())  # one set of logs per run
     try:
         metrics = trainer.fit()
         metrics["data"] = data.name
         metrics["threads"] = threads  # torch CPU threads this job used (see `threads`)
-        save_json(metrics, run_dir / "metrics.json")
-        trainer.logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
+        if dist.is_main:
+            metrics["world_size"] = dist.world
+            save_json(metrics, run_dir / "metrics.json")
+            trainer.logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
     finally:
         trainer.logger.close()
-    _report(run_dir, metrics, data)
+        dist.close()
+    if dist.is_main:
+        _report(run_dir, metrics, data)
     return metrics
 
 
@@ -109,6 +118,8 @@ def main(cfg: DictConfig) -> Any:
     metrics = run_command(lambda: run(cfg, run_dir, list(hc.overrides.task)),
                           cleanup=lambda: remove_if_only_hydra(run_dir, created),
                           interrupted=lambda: _resume_hint(run_dir))
+    if run_dir.name.startswith("aelab-rank") and run_dir.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)  # Hydra's files of a torchrun rank other than 0
     return objective_value(cfg.get("objective"), metrics)
 
 

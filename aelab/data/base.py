@@ -31,9 +31,14 @@ class Split(Protocol):
     def __len__(self) -> int: ...
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
-        """Batches in order (or one shuffled permutation), from batch number `start` (resuming mid-epoch)."""
+        """Batches in order (or one shuffled permutation), from batch number `start` (resuming mid-epoch).
+
+        shard=(rank, world): this process's share of every batch (distributed training: each
+        rank draws the same permutation and keeps every world-th example of each batch).
+        """
         ...
 
     def head(self, n: int) -> Batch: ...
@@ -54,19 +59,22 @@ class TensorSplit:
         return self.x.shape[0]
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         n = len(self)
+        rank, world = shard
         # The permutation is drawn on the CPU generator (portable, checkpointable
         # state) and moved once per epoch; indexing happens on the device.
         order = torch.randperm(n, generator=generator).to(self.device) if shuffle else None
         for first in range(start * batch_size, n, batch_size):
-            if order is None:
+            if order is None and world == 1:
                 sl = slice(first, first + batch_size)
                 index = torch.arange(first, min(first + batch_size, n), device=self.device)
                 yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl], index)
             else:
-                idx = order[first : first + batch_size]
+                idx = (order[first : first + batch_size] if order is not None
+                       else torch.arange(first, min(first + batch_size, n), device=self.device))[rank::world]
                 yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx], idx)
 
     def head(self, n: int) -> Batch:
@@ -94,16 +102,19 @@ class LoaderSplit:
         return Batch(x, y.to(self.device) if self.has_labels else None, index.to(self.device))
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, start: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
-        # Same permutation rule as TensorSplit, so a resumed epoch replays the same order.
+        rank, world = shard
+        # Same permutation and sharding rule as TensorSplit, so a resumed epoch replays the same order.
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        chunks = [order[i : i + batch_size][rank::world] for i in range(start * batch_size, len(self), batch_size)]
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, sampler=order[start * batch_size :].tolist(),
+            self.dataset, batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
         )
-        for i, (x, y) in enumerate(loader, start=start):
-            yield self._to_batch(x, y, order[i * batch_size : (i + 1) * batch_size])
+        for chunk, (x, y) in zip(chunks, loader):
+            yield self._to_batch(x, y, chunk)
 
     def head(self, n: int) -> Batch:
         return self.take(list(range(min(n, len(self)))))

@@ -7,10 +7,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class EpochProgress:
-    def __init__(self, total_epochs: int, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+    def __init__(self, total_epochs: int, console: Console | None = None, quiet: bool = False) -> None:
+        self.console = console or Console(stderr=True, quiet=quiet)  # quiet: ranks other than 0
         self.total_epochs = total_epochs
-        self.live = self.console.is_terminal
+        self.live = self.console.is_terminal and not quiet
         self.bar: Progress | None = None
         self.task = None
 

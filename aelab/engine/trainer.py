@@ -17,6 +17,7 @@ from aelab.data.base import DataModule, Split
 from aelab.engine.build import build
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
+from aelab.engine.distributed import Distributed
 from aelab.engine.evaluate import mean_terms
 from aelab.engine.progress import EpochProgress
 from aelab.engine.stop import StopSignals, TrainingInterrupted
@@ -36,10 +37,13 @@ class DivergedError(UserError):
 
 class Trainer:
     def __init__(self, model: Autoencoder, data: DataModule, cfg: DictConfig, *, device: torch.device,
-                 logger: Logger, run_dir: Path, seed: int, extra_state: dict[str, Any] | None = None) -> None:
+                 logger: Logger, run_dir: Path, seed: int, extra_state: dict[str, Any] | None = None,
+                 dist: Distributed | None = None) -> None:
         self.model, self.data, self.cfg, self.device = model.to(device), data, cfg, device
         self.logger, self.run_dir, self.extra_state = logger, Path(run_dir), extra_state or {}
+        self.dist = dist or Distributed()
         self.phases = model.phases()
+        self.ddp = self.dist.wrap(self.model, several_phases=len(self.phases) > 1)
         make_optimizer = build(cfg.optimizer, "trainer.optimizer")
         base_lr = make_optimizer.keywords.get("lr")
         self.optimizers = [
@@ -59,6 +63,8 @@ class Trainer:
         self.epoch_start_rng = self.data_rng.get_state()  # replays the epoch's permutation on resume
         self.partial_sums: dict[str, float] = {}  # the epoch's running loss sums at a mid-epoch checkpoint
         skip = cfg.get("skip_nonfinite")
+        if skip and self.dist.enabled:  # ranks skipping different batches would fall out of step
+            raise UserError("trainer.skip_nonfinite", "is not available with distributed training", "null")
         self.skip_budget, self.skipped = (int(skip) if skip else None), 0
         self.stop = StopSignals()
         self.epoch_seconds: list[float] = []
@@ -73,13 +79,13 @@ class Trainer:
         n_batches = min(n_batches, int(limit)) if limit else n_batches
         if self.epoch == 0 and self.batch_in_epoch == 0:  # closed-form families (PCA) fit here; others: no-op
             self.model.fit_closed_form(self.data.train, int(self.cfg.eval_batch_size))
-        with EpochProgress(epochs) as progress, StopSignals() as self.stop:
+        with EpochProgress(epochs, quiet=not self.dist.is_main) as progress, StopSignals() as self.stop:
             for epoch in range(self.epoch + 1, epochs + 1):
                 train = self._train_epoch(epoch, n_batches, bs, progress) if self.phases else self._evaluate_epoch()
                 self.epoch = epoch
                 self._end_epoch(train, progress)
-                if self.stop.requested:  # the epoch checkpoint was just written
-                    raise TrainingInterrupted(self.stop.requested, self.step)
+                if self._stop_requested():  # the epoch checkpoint was just written
+                    raise TrainingInterrupted(self.stop.requested or "SIGTERM", self.step)
         return self.summary()
 
     def _train_epoch(self, epoch: int, n_batches: int, bs: int, progress: EpochProgress) -> dict[str, float]:
@@ -93,7 +99,8 @@ class Trainer:
         progress.start_epoch(epoch, n_batches)
         t0 = window_start = time.perf_counter()
         window_images, checked = 0, self.step
-        batches = self.data.train.batches(bs, shuffle=True, generator=self.data_rng, start=self.batch_in_epoch)
+        batches = self.data.train.batches(bs, shuffle=True, generator=self.data_rng, start=self.batch_in_epoch,
+                                          shard=self.dist.shard)
         for i, batch in enumerate(batches, start=self.batch_in_epoch):
             if i >= n_batches:
                 break
@@ -110,13 +117,14 @@ class Trainer:
                                      "train/images_per_s": ips}, self.step)
                 progress.update(i + 1, means["loss"], ips)
                 window_start, window_images = time.perf_counter(), 0
-            if self.stop.requested or (save_every and self.step % int(save_every) == 0 and i < n_batches - 1):
+            stopping = self._stop_requested()
+            if stopping or (save_every and self.step % int(save_every) == 0 and i < n_batches - 1):
                 self._read(sums, self.batch_in_epoch, since=checked)  # never checkpoint a diverged model
                 checked = self.step
                 self.partial_sums = {k: float(v) for k, v in sums.items()}
                 self.save("last")
-                if self.stop.requested:
-                    raise TrainingInterrupted(self.stop.requested, self.step)
+                if stopping:
+                    raise TrainingInterrupted(self.stop.requested or "SIGTERM", self.step)
         self.epoch_seconds.append(time.perf_counter() - t0)
         for scheduler in self.schedulers:
             scheduler.step()
@@ -136,8 +144,10 @@ class Trainer:
         self.step += 1
         logged: dict[str, torch.Tensor] = {}
         for phase, optimizer in zip(self.phases, self.optimizers):
+            loss_fn = phase.loss or self.loss_fn  # a phase may compute only its own terms
             with autocast(self.device, self.amp_dtype):
-                terms = (phase.loss or self.loss_fn)(batch, self.step)  # a phase may compute only its own terms
+                # through DDP's forward, so the backward pass averages gradients over the ranks
+                terms = self.ddp(batch, self.step, loss_fn) if self.ddp is not None else loss_fn(batch, self.step)
             chosen = terms if phase.terms is None else {k: terms[k] for k in phase.terms}
             loss = sum(chosen.values())
             optimizer.zero_grad(set_to_none=True)
@@ -170,7 +180,7 @@ class Trainer:
     def _read(self, sums: dict[str, torch.Tensor], count: int, since: int | None = None) -> dict[str, float]:
         """Device sums / count -> floats in one transfer; a non-finite term stops training, named."""
         names = [k for k in sums if not k.startswith("grad_norm_")]
-        values = torch.stack([torch.as_tensor(sums[k]) for k in sums]).div(count).tolist() if sums else []
+        values = self.dist.mean(torch.stack([torch.as_tensor(sums[k]) for k in sums]).div(count)).tolist() if sums else []
         means = dict(zip(sums, values))
         for name, value in means.items():
             if not math.isfinite(value):
@@ -244,10 +254,19 @@ class Trainer:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
+    def _stop_requested(self) -> bool:
+        """A signal reached this rank (or, in distributed training, any rank)."""
+        return self.dist.any(self.stop.requested is not None, self.device) if self.dist.enabled \
+            else self.stop.requested is not None
+
     def save(self, which: str) -> None:
+        if not self.dist.is_main:  # one set of checkpoints per run
+            return
         save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, which), keep_previous=which == "last")
 
     def _copy_checkpoint(self, src: str, dst: str) -> None:
+        if not self.dist.is_main:
+            return
         source, target = checkpoint_path(self.run_dir, src), checkpoint_path(self.run_dir, dst)
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.copyfile(source, tmp)

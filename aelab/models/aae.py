@@ -103,6 +103,10 @@ class AAE(Autoencoder):
     def prior_quantile(self, p: Tensor) -> Tensor:
         return self.prior.quantile(p)
 
+    @property
+    def samples_by_class(self) -> bool:
+        return self.conditional or self.supervised
+
     # ---- the three phases -----------------------------------------------------------------
     def labelled(self, batch: Batch) -> Tensor:  # (B,) bool
         """Which examples' labels training may use: a fixed pseudo-random fraction of the training examples."""

@@ -99,6 +99,11 @@ class Autoencoder(nn.Module):
         return self.condition is not None
 
     @property
+    def samples_by_class(self) -> bool:
+        """Whether sample(n, y) draws the given classes."""
+        return self.conditional
+
+    @property
     def images(self) -> bool:
         """Whether one example is an image (C, H, W) rather than a vector (D,)."""
         return len(self.input_shape) == 3
@@ -112,6 +117,10 @@ class Autoencoder(nn.Module):
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def forward(self, batch: Batch, step: int, loss_fn=None) -> dict[str, Tensor]:
+        """The loss terms (of one phase's loss_fn, default losses): the call DistributedDataParallel wraps."""
+        return (loss_fn or self.losses)(batch, step)
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Mean reconstruction in data space."""

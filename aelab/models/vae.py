@@ -21,9 +21,9 @@ class VAE(Autoencoder):
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 1.0,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 condition: Condition | None = None) -> None:
+                 recon_weight: float = 1.0, condition: Condition | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
-        self.beta = float(beta)
+        self.beta, self.recon_weight = float(beta), float(recon_weight)
         extra = condition.encoder_features if condition is not None else 0
         self.encoder = arch.encoder(self.input_shape, 2 * self.latent_dim, extra)  # -> [mu, logvar]
         self.decoder = arch.decoder(self.decoder_features(), self.input_shape)
@@ -49,7 +49,7 @@ class VAE(Autoencoder):
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         mu, logvar = self.posterior(self.corrupt(batch.x), batch.y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
-        recon = self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
+        recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
         kl_per_dim = gaussian_kl(mu, logvar).mean(0)  # (D,)
         return {"recon": recon, "kl": self.kl_weight(step) * self.kl_penalty(kl_per_dim)}
 

@@ -1,4 +1,4 @@
-"""TensorBoard logger: loss terms, reconstructions, latent manifold, latent grid, prior samples."""
+"""TensorBoard logger: loss terms, reconstructions, latent manifold, latent grid, prior samples, family diagnostics."""
 
 from __future__ import annotations
 
@@ -34,15 +34,31 @@ class TensorBoardLogger:
             return
         was_training = model.training
         model.eval()
-        head = data.val.head(self.num_images)
-        self.writer.add_image("val/reconstructions", views.reconstruction_grid(model, head.x, head.y), step)
+        many = data.val.head(self.manifold_points)
         codes, labels = views.latent_codes(model, data.val, self.manifold_points)
+        if views.is_image(data.shape):  # image grids
+            head = data.val.head(self.num_images)
+            self.writer.add_image("val/reconstructions", views.reconstruction_grid(model, head.x, head.y), step)
+            if model.latent_dim == 2:
+                for name, image in views.latent_grids(model, codes, self.grid_size).items():
+                    self.writer.add_image(f"val/{name}", image, step)
+            if model.has_prior:
+                self.writer.add_image("samples/prior", views.prior_samples(model, self.num_samples), step)
+        else:  # vectors: scatter plots
+            self.writer.add_figure("val/reconstructions", views.reconstruction_figure(model, many.x, many.y), step)
+            if model.latent_dim == 1:
+                self.writer.add_figure("val/decoded_curve", views.decoded_curve_figure(model, many.x, many.y), step)
+            if model.has_prior:
+                self.writer.add_figure("samples/prior", views.samples_figure(model.sample(1000), many.x), step)
         self.writer.add_figure("val/latent_manifold", views.manifold_figure(codes, labels, data.class_names), step)
         self.writer.add_histogram("val/codes", codes, step)
-        if model.latent_dim == 2:
-            self.writer.add_image("val/latent_grid", views.latent_grid(model, codes, self.grid_size), step)
-        if model.has_prior:
-            self.writer.add_image("samples/prior", views.prior_samples(model, self.num_samples), step)
+        found = model.diagnostics(many)  # what this family shows beyond its loss terms
+        for name, value in found.scalars.items():
+            self.writer.add_scalar(f"val/{name}", value, step)
+        for name, values in found.histograms.items():
+            self.writer.add_histogram(f"val/{name}", values.float().cpu(), step)
+        for name, image in found.images.items():
+            self.writer.add_image(f"val/{name}", image, step)
         self.writer.flush()
         model.train(was_training)
 

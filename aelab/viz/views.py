@@ -1,8 +1,13 @@
-"""Pictures of a model written once against the model interface: reconstructions, manifolds, grids, samples."""
+"""Pictures of a model written once against the model interface: reconstructions, manifolds, grids, samples.
+
+Which picture is drawn follows the data's shape: image grids for (C, H, W) examples, scatter plots
+for (D,) vectors (D > 2 projected on the inputs' first two principal components).
+"""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -72,25 +77,145 @@ def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str]
     return fig
 
 
+def is_image(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3
+
+
 def latent_axes(model: Autoencoder, codes: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
     """Grid coordinates for a 2-D latent plane: prior quantiles if the model has a prior, else the codes' range."""
     if model.has_prior or codes is None:
-        probs = torch.linspace(0.05, 0.95, n)
-        axis = torch.distributions.Normal(0.0, 1.0).icdf(probs)
+        axis = model.prior_quantile(torch.linspace(0.05, 0.95, n)).float().cpu()
         return axis, axis
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
     return torch.linspace(float(lo[0]), float(hi[0]), n), torch.linspace(float(lo[1]), float(hi[1]), n)
 
 
 @torch.no_grad()
-def latent_grid(model: Autoencoder, codes: Tensor | None = None, n: int = 15, y: Tensor | None = None) -> Tensor:
-    """Decode an n x n grid of the 2-D latent plane (rows: z[1] from high to low, columns: z[0])."""
+def latent_grid(model: Autoencoder, codes: Tensor | None = None, n: int = 15, label: int | None = None) -> Tensor:
+    """Decode an n x n grid of the 2-D latent plane (rows: z[1] from high to low, columns: z[0]), with one label."""
     xs, ys = latent_axes(model, codes, n)
-    zz = torch.stack(torch.meshgrid(ys.flip(0), xs, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
-    images = model.likelihood.mean(model.decode(zz.to(model.device), y))
+    zz = torch.stack(torch.meshgrid(ys.flip(0), xs, indexing="ij")[::-1], dim=-1).reshape(-1, 2).to(model.device)
+    y = None if label is None else torch.full((len(zz),), int(label), device=model.device)
+    images = model.likelihood.mean(model.decode(zz, y))
     return grid(images, nrow=n, pad=1)
+
+
+def latent_grids(model: Autoencoder, codes: Tensor | None = None, n: int = 15,
+                 label: int | None = None) -> dict[str, Tensor]:
+    """The decoded 2-D latent plane; conditional models get one plane per class (or the given label's)."""
+    if not model.conditional:
+        return {"latent_grid": latent_grid(model, codes, n)}
+    if label is not None:
+        return {"latent_grid": latent_grid(model, codes, n, label)}
+    classes = model.condition.num_classes  # type: ignore[union-attr]
+    return {f"latent_grid/class_{c}": latent_grid(model, codes, n, c) for c in range(classes)}
 
 
 @torch.no_grad()
 def prior_samples(model: Autoencoder, n: int = 64) -> Tensor:
     return grid(model.sample(n), nrow=int(math.ceil(math.sqrt(n))))
+
+
+# ---- vectors (2-D toy data, tables): scatter plots ---------------------------------------------------
+def _plane(x: Tensor) -> tuple[Tensor, Tensor, str]:
+    """A 2-D view of (N, D) vectors: the coordinates for D <= 2, else the first two principal components."""
+    x = x.float().cpu()
+    if x.shape[1] == 1:
+        return torch.zeros(1), torch.tensor([[1.0, 0.0]]), "x"
+    if x.shape[1] == 2:
+        return torch.zeros(2), torch.eye(2), "x"
+    mean = x.mean(0)
+    _, _, v = torch.pca_lowrank(x - mean, q=2, center=False)
+    return mean, v[:, :2], "PCA of x"
+
+
+def _to_plane(points: Tensor, plane: tuple[Tensor, Tensor, str]) -> Tensor:  # (N, D) -> (N, 2)
+    mean, basis, _ = plane
+    return (points.float().cpu() - mean) @ basis
+
+
+def _scatter(ax, points: Tensor, labels: Tensor | None, title: str, **style) -> None:
+    if labels is not None:
+        style.update(c=labels.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
+    ax.scatter(points[:, 0], points[:, 1], **{"s": 3, "alpha": 0.6, **style})
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal", adjustable="box")
+
+
+def _figure(panels: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4.2), dpi=100, sharex=True, sharey=True, squeeze=False)
+    return fig, list(axes[0])
+
+
+@torch.no_grad()
+def reconstruction_figure(model: Autoencoder, x: Tensor, y: Tensor | None = None):
+    """Scatter of the data next to the scatter of its reconstructions (same axes, coloured by label)."""
+    plane = _plane(x)
+    fig, (left, right) = _figure(2)
+    _scatter(left, _to_plane(x, plane), y, f"data ({plane[2]})")
+    _scatter(right, _to_plane(model.reconstruct(x, y), plane), y, "reconstructions")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def decoded_curve_figure(model: Autoencoder, x: Tensor, y: Tensor | None = None, steps: int = 400):
+    """For 1-D codes: the decoded line z -> decode(z) over the codes' range, on the data (one line per class
+    for conditional models, each over its own class's codes)."""
+    plane = _plane(x)
+    fig, (ax,) = _figure(1)
+    _scatter(ax, _to_plane(x, plane), y, "decoded curve over the data", alpha=0.25)
+    codes = model.encode(x, y)[:, 0]  # (N,)
+    labels = range(model.condition.num_classes) if model.conditional else [None]  # type: ignore[union-attr]
+    for label in labels:
+        own = codes if label is None or y is None else codes[y == label]
+        if not len(own):
+            continue
+        lo, hi = float(own.min()), float(own.max())
+        z = torch.linspace(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), steps, device=model.device)[:, None]  # (T, 1)
+        yy = None if label is None else torch.full((steps,), label, device=model.device)
+        curve = _to_plane(model.likelihood.mean(model.decode(z, yy)), plane)
+        ax.plot(curve[:, 0], curve[:, 1], lw=2, color="black" if label is None else f"C{label}",
+                label="decode(z)" if label is None else f"decode(z, {label})")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def samples_figure(samples: Tensor, background: Tensor | None = None):
+    """Prior samples (black) scattered over the data (grey), in the data's plane."""
+    plane = _plane(background if background is not None else samples)
+    fig, (ax,) = _figure(1)
+    if background is not None:
+        _scatter(ax, _to_plane(background, plane), None, "", alpha=0.15, color="grey")
+    _scatter(ax, _to_plane(samples, plane), None, f"prior samples ({plane[2]})", color="black")
+    fig.tight_layout()
+    return fig
+
+
+def path_figure(ends: Tensor, path: Tensor):
+    """A decoded latent path (T, D) as connected points between the two inputs (2, D)."""
+    plane = _plane(torch.cat([ends, path]))
+    fig, (ax,) = _figure(1)
+    points = _to_plane(path, plane)
+    ax.plot(points[:, 0], points[:, 1], "-o", ms=3, color="black", label="decoded path")
+    _scatter(ax, _to_plane(ends, plane), None, f"interpolation ({plane[2]})", s=40, alpha=1.0, color="red",
+             label="inputs")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG and release it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
