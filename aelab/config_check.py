@@ -79,6 +79,7 @@ def check_config(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.eval_batch_size", minimum=1)
     check_int(cfg, "trainer.limit_batches", minimum=1, nullable=True)
     check_int(cfg, "trainer.checkpoint_every", minimum=1, nullable=True)
+    check_choice(cfg, "trainer.strategy", ("auto", "single", "ddp"))
     check_int(cfg, "trainer.skip_nonfinite", minimum=0, nullable=True)
     check_choice(cfg, "trainer.precision", PRECISIONS)
     check_number(cfg, "data.val_fraction", minimum=0, maximum=0.9)
