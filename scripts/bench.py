@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -218,17 +217,13 @@ def first_step_and_rss(workdir: Path) -> tuple[float | None, float]:
     """Launch `aelab train` for one epoch: seconds from launch to the first finished step, peak RSS (MB)."""
     args = [sys.executable, "-m", "aelab", "train", "model=vae", "arch.hidden=[400]", "latent_dim=20",
             "data=fashion_mnist", "data.source.download=false", "epochs=1", "logger=none", "device=cpu"]
-    launched = time.time()
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise RuntimeError(f"aelab train failed with status {status}")
     log = next(workdir.glob("outputs/*/*/train.log")).read_text()
-    match = re.search(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[[^]]*\]\[INFO\] - first training step", log)
-    first = None
-    if match:
-        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        first = stamp - launched
+    match = re.search(r"first training step finished, ([\d.]+) s after launch", log)
+    first = float(match.group(1)) if match else None
     return first, usage.ru_maxrss / 1024
 
 

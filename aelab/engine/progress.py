@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -40,3 +43,16 @@ class EpochProgress:
 
     def epoch_done(self, line: str) -> None:
         self.console.print(line, highlight=False)
+
+
+def seconds_since_launch() -> float:
+    """Wall time since this process started (Linux /proc; elsewhere since this module was imported)."""
+    try:
+        ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])  # start, since boot
+        uptime = float(open("/proc/uptime").read().split()[0])  # now, since boot (1/100 s)
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()

@@ -19,7 +19,7 @@ from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
 from aelab.engine.evaluate import mean_terms
-from aelab.engine.progress import EpochProgress
+from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
@@ -69,6 +69,7 @@ class Trainer:
         self.stop = StopSignals()
         self.epoch_seconds: list[float] = []
         self.last_metrics: dict[str, float] = {}
+        self.started = False
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -106,6 +107,9 @@ class Trainer:
                 break
             for name, value in self.train_step(batch).items():
                 sums[name] = sums.get(name, 0) + value
+            if not self.started:  # start-up cost a user waits through (imports, data, model): see train.log
+                self.started = True
+                log.info("first training step finished, %.2f s after launch", seconds_since_launch())
             self.batch_in_epoch = i + 1
             window_images += len(batch)
             if self.step % log_every == 0 or i == n_batches - 1:
