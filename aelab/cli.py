@@ -13,7 +13,7 @@ COMMANDS = {
     "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
     "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
     "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
-    "report": "one table of every run under a folder (seeds: mean ± std) + a plot: aelab report multirun/<date>/<time>",
+    "report": "tabulate the runs under a folder, seeds as mean ± std: aelab report multirun/<date>/<time>",
 }
 
 # Hydra flags that print or configure instead of running: hand them over unchecked.

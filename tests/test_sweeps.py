@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -188,8 +189,10 @@ def _fake_sweep(root: Path) -> None:
                 _fake_run(root, name, overrides, {"val/recon": value, "val/loss": value + 1, "train/loss": 1.0},
                           eval_metrics=extra)
             num += 1
-    _fake_run(root, f"{num}_model=vae,latent_dim=16,seed=0", ["model=vae", "latent_dim=16", "seed=0", "data=mnist5k",
-                                                             "epochs=3"])  # no metrics, no status: still going
+    wide = ["model=vae", "latent_dim=16", "data=mnist5k", "epochs=3"]
+    _fake_run(root, f"{num}_model=vae,latent_dim=16,seed=0", [*wide, "seed=0"])  # no metrics, no status: incomplete
+    _fake_run(root, f"{num + 1}_model=vae,latent_dim=16,seed=1", [*wide, "seed=1"],  # its process is alive: running
+              status={"status": "running", "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def test_report_groups_seeds_into_mean_and_std(tmp_path, compose_cfg) -> None:
@@ -198,7 +201,7 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, compose_cfg) -> None:
     root = tmp_path / "multirun" / "2026-01-01" / "00-00-00"
     _fake_sweep(root)
     result = run(compose_cfg([f"dir={root}", "x=latent_dim", "y=val/recon"], config_name="report"))
-    assert result["runs"] == 9 and result["done"] == 7 and result["failed"] == 1 and result["incomplete"] == 1
+    assert (result["runs"], result["done"], result["failed"], result["incomplete"], result["running"]) == (10, 7, 1, 1, 1)
 
     rows = {(r["model"], r["latent_dim"]): r for r in csv.DictReader((root / "report.csv").open())}
     assert list(rows) == [("ae", "2"), ("ae", "8"), ("vae", "2"), ("vae", "8"), ("vae", "16")]
@@ -213,9 +216,9 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, compose_cfg) -> None:
     md = (root / "report.md").read_text()
     assert "| ae | 8 | 2/2 done | 21.000 ± 1.414 |" in md and "| vae | 8 | 1/2 done, 1 failed | 35.000 |" in md
     assert "Same in every run: `data=mnist5k`, `epochs=3`" in md and "Lowest `val/recon`: `model=ae`, `latent_dim=8`" in md
-    assert "error: data: bad things" in md and "| vae | 16 | 0/1 done, 1 incomplete |" in md
+    assert "error: data: bad things" in md and "| vae | 16 | 0/2 done, 1 incomplete, 1 running |" in md
     runs = list(csv.DictReader((root / "runs.csv").open()))
-    assert len(runs) == 9 and {r["status"] for r in runs} == {"done", "failed", "incomplete"}
+    assert len(runs) == 10 and {r["status"] for r in runs} == {"done", "failed", "incomplete", "running"}
     plot = root / "val-recon_vs_latent_dim.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![val-recon_vs_latent_dim](val-recon_vs_latent_dim.png)" in md
 

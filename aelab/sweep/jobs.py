@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -63,19 +64,24 @@ def run_sweep_job(task: Callable[[], Any], job_dir: Path) -> Any:
     re-raises a job's exception after the batch), so a failing job must not raise.
     Ctrl-C still stops the whole sweep. HYDRA_FULL_ERROR=1 / AELAB_DEBUG=1 raise instead.
     """
-    write_status(job_dir, "running")
+    started, clock = _dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    write_status(job_dir, "running", started=started)
+
+    def took() -> dict[str, Any]:
+        return {"started": started, "seconds": round(time.perf_counter() - clock, 1)}
+
     try:
         result = task()
     except KeyboardInterrupt as stop:
-        write_status(job_dir, "stopped", error=f"stopped by {stop}" if str(stop) else "interrupted")
+        write_status(job_dir, "stopped", error=f"stopped by {stop}" if str(stop) else "interrupted", **took())
         raise
     except Exception as exc:  # noqa: BLE001  (any failure of one job is recorded, the sweep goes on)
         line = error_line(exc)
         trace = None if isinstance(exc, UserError) else traceback.format_exc()
-        write_status(job_dir, "failed", error=line, **({"traceback": trace} if trace else {}))
+        write_status(job_dir, "failed", error=line, **took(), **({"traceback": trace} if trace else {}))
         if full_errors_requested():
             raise
         print(f"{line}  [job {job_dir.name}]", file=sys.stderr)
         return None
-    write_status(job_dir, "done")
+    write_status(job_dir, "done", **took())
     return result

@@ -64,8 +64,8 @@ class Report:
     keys: list[str]  # settings that differ between runs (seed included), in command-line order
     constant: dict[str, str]  # settings every run shares
     seed_key: str
-    metrics: list[str]  # columns, the sort metric first
-    sort_by: str | None
+    metrics: list[str]  # columns, y first
+    y: str | None  # the metric of interest: first column, lowest mean marked best, plotted
     groups: list[Group]
 
     @property
@@ -100,21 +100,21 @@ def _settings(runs: list[Run]) -> tuple[list[str], dict[str, str]]:
     return varying, constant
 
 
-def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], sort_by: str | None) -> list[str]:
+def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], y: str | None) -> list[str]:
     present: list[str] = []
     for run in runs:
         present += [k for k in run.metrics if k not in present]
     chosen = sorted(k for k in present if any(fnmatch.fnmatchcase(k, p) for p in patterns))
-    if sort_by in present:
-        chosen = [sort_by] + [k for k in chosen if k != sort_by]
+    if y in present:
+        chosen = [y] + [k for k in chosen if k != y]
     return chosen
 
 
-def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, sort_by: str | None = "val/recon",
+def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, y: str | None = "val/recon",
                  seed_key: str = "seed") -> Report:
     runs = gather(root)
     keys, constant = _settings(runs)
-    columns = _columns(runs, metrics, sort_by)
+    columns = _columns(runs, metrics, y)
     group_keys = [k for k in keys if k != seed_key]
     groups: dict[tuple, Group] = {}
     for run in runs:
@@ -126,7 +126,7 @@ def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METR
             xs = [r.metrics[metric] for r in group.done if metric in r.metrics and math.isfinite(r.metrics[metric])]
             if xs:
                 group.stats[metric] = Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
-    return Report(root, runs, keys, constant, seed_key, columns, sort_by if sort_by in columns else None, ordered)
+    return Report(root, runs, keys, constant, seed_key, columns, y if y in columns else None, ordered)
 
 
 def _decimals(x: float) -> int:
@@ -144,8 +144,8 @@ def format_stat(stat: Stat | None) -> str:
 
 def best_group(report: Report) -> Group | None:
     """The row with the lowest mean of the sort metric (losses: lower is better)."""
-    scored = [g for g in report.groups if report.sort_by and report.sort_by in g.stats]
-    return min(scored, key=lambda g: g.stats[report.sort_by].mean) if scored else None  # type: ignore[index]
+    scored = [g for g in report.groups if report.y and report.y in g.stats]
+    return min(scored, key=lambda g: g.stats[report.y].mean) if scored else None  # type: ignore[index]
 
 
 def summary_line(report: Report) -> str:
@@ -175,7 +175,7 @@ def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path: 
         lines.append(f"Runs that differ only in `{report.seed_key}` are one row: mean ± sample std over the finished "
                      "ones.")
     if best is not None:
-        lines.append(f"Lowest `{report.sort_by}`: " + ", ".join(f"`{k}={v}`" for k, v in best.values.items()) + ".")
+        lines.append(f"Lowest `{report.y}`: " + ", ".join(f"`{k}={v}`" for k, v in best.values.items()) + ".")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     run_metrics = report.metrics
@@ -269,8 +269,7 @@ def write_report_files(report: Report, out_dir: Path, x: str | None = "auto") ->
     summary.write_text(json.dumps(summary_record(report), indent=2, default=str) + "\n")
     plots = []
     x_key = choose_x(report, x)
-    y = report.sort_by
-    if x_key and y and any(y in g.stats for g in report.groups):
-        plots.append(plot_metric(report, x_key, y, plot_path(out_dir, x_key, y)))
+    if x_key and report.y and any(report.y in g.stats for g in report.groups):
+        plots.append(plot_metric(report, x_key, report.y, plot_path(out_dir, x_key, report.y)))
     return [summary, write_markdown(report, out_dir / "report.md", plots), write_csv(report, out_dir / "report.csv"),
             write_runs_csv(report, out_dir / "runs.csv"), *plots]
