@@ -77,6 +77,7 @@ class Autoencoder(nn.Module):
     """
 
     has_prior: ClassVar[bool] = False
+    has_posterior: ClassVar[bool] = False  # posterior(x, y) -> (mu, logvar): a Gaussian q(z|x) (ELBO, IS-NLL)
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,

@@ -18,6 +18,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:  # (B, D) -> (B, D): KL(N
 
 class VAE(Autoencoder):
     has_prior = True
+    has_posterior = True
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 1.0,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
