@@ -243,7 +243,7 @@ def print_report(report: Report, written: list[Path]) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=max(80, min(400, _width(report))))
     header, rows = table_rows(report)
     title = f"{summary_line(report)}" + (f" (mean ± std over {report.seed_key})" if report.seeds_averaged else "")
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left")
     for i, name in enumerate(header):
         table.add_column(escape(name), justify="left" if i <= len(report.group_keys) else "right")
     best = best_group(report)
