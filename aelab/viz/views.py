@@ -81,8 +81,13 @@ def is_image(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3
 
 
-def latent_axes(model: Autoencoder, codes: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
-    """Grid coordinates for a 2-D latent plane: prior quantiles if the model has a prior, else the codes' range."""
+def latent_axes(model: Autoencoder, codes: Tensor | None, n: int,
+                span: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+    """Grid coordinates for a 2-D latent plane: `span` (low, high) on both axes if given, else prior quantiles
+    if the model has a prior, else the codes' range."""
+    if span is not None:
+        axis = torch.linspace(float(span[0]), float(span[1]), n)
+        return axis, axis
     if model.has_prior or codes is None:
         axis = model.prior_quantile(torch.linspace(0.05, 0.95, n)).float().cpu()
         return axis, axis
@@ -91,9 +96,10 @@ def latent_axes(model: Autoencoder, codes: Tensor | None, n: int) -> tuple[Tenso
 
 
 @torch.no_grad()
-def latent_grid(model: Autoencoder, codes: Tensor | None = None, n: int = 15, label: int | None = None) -> Tensor:
+def latent_grid(model: Autoencoder, codes: Tensor | None = None, n: int = 15, label: int | None = None,
+                span: tuple[float, float] | None = None) -> Tensor:
     """Decode an n x n grid of the 2-D latent plane (rows: z[1] from high to low, columns: z[0]), with one label."""
-    xs, ys = latent_axes(model, codes, n)
+    xs, ys = latent_axes(model, codes, n, span)
     zz = torch.stack(torch.meshgrid(ys.flip(0), xs, indexing="ij")[::-1], dim=-1).reshape(-1, 2).to(model.device)
     y = None if label is None else torch.full((len(zz),), int(label), device=model.device)
     images = model.likelihood.mean(model.decode(zz, y))
@@ -101,14 +107,14 @@ def latent_grid(model: Autoencoder, codes: Tensor | None = None, n: int = 15, la
 
 
 def latent_grids(model: Autoencoder, codes: Tensor | None = None, n: int = 15,
-                 label: int | None = None) -> dict[str, Tensor]:
+                 label: int | None = None, span: tuple[float, float] | None = None) -> dict[str, Tensor]:
     """The decoded 2-D latent plane; conditional models get one plane per class (or the given label's)."""
     if not model.conditional:
-        return {"latent_grid": latent_grid(model, codes, n)}
+        return {"latent_grid": latent_grid(model, codes, n, span=span)}
     if label is not None:
-        return {"latent_grid": latent_grid(model, codes, n, label)}
+        return {"latent_grid": latent_grid(model, codes, n, label, span)}
     classes = model.condition.num_classes  # type: ignore[union-attr]
-    return {f"latent_grid/class_{c}": latent_grid(model, codes, n, c) for c in range(classes)}
+    return {f"latent_grid/class_{c}": latent_grid(model, codes, n, c, span) for c in range(classes)}
 
 
 @torch.no_grad()
