@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -160,12 +161,63 @@ def check_report(cfg: DictConfig) -> None:
         raise UserError("dir", f"no runs under {root}", "folders written by aelab train, with .hydra/ or metrics.json")
 
 
+def check_number_list(cfg: DictConfig, key: str, minimum: float, integers: bool = False,
+                      nullable: bool = False) -> None:
+    """A list of numbers (a single number is refused with the list syntax as the hint)."""
+    present, v = _get(cfg, key)
+    if not present or (v is None and nullable):
+        return
+    kind = "integers" if integers else "numbers"
+    rule = f"a list of {kind} >= {minimum}, e.g. {key}=[1,2]"
+    valid = _is_int if integers else _is_number
+    if not OmegaConf.is_list(v) and not isinstance(v, (list, tuple)):
+        raise UserError(key, f"expected a list, got {v!r}", rule)
+    bad = [x for x in v if not valid(x) or x < minimum]
+    if bad:
+        raise UserError(key, f"got {bad[0]!r}", rule)
+
+
+def check_data_name(cfg: DictConfig, key: str) -> None:
+    """A dataset name (conf/data/<name>.yaml) or {name: <name>, ...} with options to change."""
+    from importlib import resources
+
+    present, v = _get(cfg, key)
+    if not present or v is None:
+        return
+    name = v.get("name") if OmegaConf.is_dict(v) else v
+    options = sorted(p.name[:-5] for p in (resources.files("aelab.conf") / "data").iterdir() if p.name.endswith(".yaml"))
+    if name not in options:
+        raise UserError(key, f"unknown dataset {name!r}", "one of: " + ", ".join(options) + ", or {name: folder, source: {path: DIR}}")
+
+
 def check_eval(cfg: DictConfig) -> None:
-    check_config(cfg)
+    # eval's noise is a list of levels, not training's input noise: checked as such, the rest as usual
+    check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "noise"]))
     check_run_dir(cfg, "run", required=True)
     check_choice(cfg, "ckpt", ("last", "best"))
     check_choice(cfg, "split", ("train", "val", "test"))
     check_int(cfg, "num_images", minimum=0)
+    check_int(cfg, "iw_samples", minimum=0)
+    check_int(cfg, "iw_examples", minimum=1, nullable=True)
+    check_number_list(cfg, "noise", minimum=0)
+    check_int(cfg, "probe.max_train", minimum=0, nullable=True)
+    check_int(cfg, "probe.neighbors", minimum=1)
+    check_number_list(cfg, "anomaly.normal", minimum=0, integers=True, nullable=True)
+    check_data_name(cfg, "anomaly.outliers")
+    check_int(cfg, "generation.samples", minimum=0)
+    check_int(cfg, "generation.epochs", minimum=1)
+    check_int(cfg, "views.points", minimum=2)
+    check_int(cfg, "views.tsne", minimum=0)
+    check_int(cfg, "views.grid_size", minimum=2)
+
+
+def check_span(cfg: DictConfig, key: str) -> None:
+    present, v = _get(cfg, key)
+    if not present or v is None:
+        return
+    rule = f"two numbers low < high, e.g. {key}=[-3,3]"
+    if not OmegaConf.is_list(v) or len(v) != 2 or not all(_is_number(x) for x in v) or not v[0] < v[1]:
+        raise UserError(key, f"got {v!r}", rule)
 
 
 def check_sample(cfg: DictConfig) -> None:
@@ -174,7 +226,17 @@ def check_sample(cfg: DictConfig) -> None:
     check_choice(cfg, "ckpt", ("last", "best"))
     check_int(cfg, "n", minimum=1)
     check_int(cfg, "grid_size", minimum=2)
+    check_span(cfg, "span")
+    check_int(cfg, "y", minimum=0, nullable=True)
     check_int(cfg, "label", minimum=0, nullable=True)
+    check_int(cfg, "per_class", minimum=1)
+    check_int(cfg, "style_from", minimum=0, nullable=True)
+    check_choice(cfg, "by", ("index", "class"))
+    check_choice(cfg, "split", ("train", "val", "test"))
+
+
+ARITHMETIC = re.compile(r"([+-]?)\s*(\d+)")  # signed terms of "a - b + c"
+ARITHMETIC_WHOLE = re.compile(r"^\s*[+-]?\s*\d+(\s*[+-]\s*\d+)*\s*$")
 
 
 def check_interpolate(cfg: DictConfig) -> None:
@@ -183,12 +245,19 @@ def check_interpolate(cfg: DictConfig) -> None:
     check_choice(cfg, "ckpt", ("last", "best"))
     check_choice(cfg, "split", ("train", "val", "test"))
     check_choice(cfg, "method", ("lerp", "slerp"))
+    check_choice(cfg, "by", ("index", "class"))
     check_int(cfg, "from", minimum=0)
     check_int(cfg, "to", minimum=0)
     check_int(cfg, "from_label", minimum=0, nullable=True)
     check_int(cfg, "to_label", minimum=0, nullable=True)
+    check_int(cfg, "pairs", minimum=0)
     check_int(cfg, "steps", minimum=2)
+    check_int(cfg, "frames", minimum=2, nullable=True)
     check_int(cfg, "frame_ms", minimum=10)
+    present, v = _get(cfg, "arithmetic")
+    if present and v is not None and not ARITHMETIC_WHOLE.match(str(v)):
+        raise UserError("arithmetic", f"cannot read {v!r}",
+                        'indices (or classes with by=class) joined by + and -, e.g. arithmetic="3 - 5 + 9"')
 
 
 CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate,

@@ -34,6 +34,61 @@ def load_data(cfg: DictConfig, loaded: LoadedRun, device):
     return data
 
 
+def named_data_config(spec: Any, key: str) -> DictConfig:
+    """A dataset config by name (conf/data/<name>.yaml), or {name: <name>, ...keys to change} for its options."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from aelab.errors import UserError
+
+    changes = OmegaConf.create(spec) if isinstance(spec, (dict, DictConfig)) else OmegaConf.create({"name": spec})
+    name = str(changes.pop("name", ""))
+    folder = resources.files("aelab.conf") / "data"
+    options = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in options:
+        raise UserError(key, f"unknown dataset {name!r}", "one of: " + ", ".join(options))
+    return OmegaConf.merge(OmegaConf.create((folder / f"{name}.yaml").read_text()), changes)
+
+
+def first_of_class(split, label: int, key: str) -> int:
+    """Index of the first example of class `label` in the split."""
+    from aelab.errors import UserError
+
+    seen = 0
+    for batch in split.batches(4096):
+        if batch.y is None:
+            raise UserError(key, "the data has no labels", f"pick an index: by=index {key}=N")
+        hits = (batch.y == int(label)).nonzero()
+        if len(hits):
+            return seen + int(hits[0])
+        seen += len(batch)
+    raise UserError(key, f"no example of class {label} in the split", "another class, or by=index")
+
+
+def pick_index(split, value: int, by: str, key: str, split_name: str) -> int:
+    """An example of the split chosen by `key`: its index (by=index), or the first of that class (by=class)."""
+    from aelab.errors import UserError
+
+    index = first_of_class(split, int(value), key) if by == "class" else int(value)
+    if index >= len(split):
+        raise UserError(key, f"index {index} is past the end of the {split_name} split", f"0..{len(split) - 1}")
+    return index
+
+
+def fitted_gaussian(model, split, batch_size: int = 1024) -> tuple[Any, Any]:
+    """Mean (D,) and covariance (D, D) of the model's codes on a split: a stand-in prior for families without one
+    (ex-post density estimation, Ghosh et al. 2020)."""
+    import torch
+
+    from aelab.viz.views import latent_codes
+
+    codes, _ = latent_codes(model, split, limit=20000, batch_size=batch_size)  # (N, D) on the CPU
+    codes = codes.double()
+    cov = torch.cov(codes.T).reshape(codes.shape[1], codes.shape[1]) + 1e-6 * torch.eye(codes.shape[1])
+    return codes.mean(0), cov
+
+
 def print_results(title: str, values: dict[str, Any], out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table

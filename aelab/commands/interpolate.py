@@ -1,7 +1,12 @@
-"""`aelab interpolate run=<dir> from=i to=j`: decode a straight (or spherical) path between two codes."""
+"""`aelab interpolate run=<dir> from=i to=j`: decode straight (or spherical) paths between codes, and
+latent vector arithmetic (`arithmetic="a - b + c"` over examples or class means).
+
+Codes are the model's deterministic codes: the posterior mean for VAE-type families.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import hydra
@@ -10,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from aelab.commands._common import output_dir, run_command
-from aelab.commands._from_run import load, load_data, print_results
-from aelab.config_check import check_interpolate
+from aelab.commands._from_run import load, load_data, pick_index, print_results
+from aelab.config_check import ARITHMETIC, check_interpolate
 from aelab.errors import UserError
 
 
@@ -34,58 +39,124 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 PATHS = {"lerp": lerp, "slerp": slerp}
 
 
-def first_of_class(split, label: int, key: str) -> int:
-    """Index of the first example of class `label` in the split (from_label / to_label)."""
-    seen = 0
-    for batch in split.batches(4096):
-        if batch.y is None:
-            raise UserError(f"{key}_label", "the data has no labels", f"pick an index with {key}=N")
-        hits = (batch.y == int(label)).nonzero()
-        if len(hits):
-            return seen + int(hits[0])
-        seen += len(batch)
-    raise UserError(f"{key}_label", f"no example of class {label} in the split", f"pick an index with {key}=N")
+def parse_arithmetic(text: str) -> list[tuple[int, int]]:
+    """'a - b + c' -> [(+1, a), (-1, b), (+1, c)]."""
+    return [(-1 if sign == "-" else 1, int(number)) for sign, number in ARITHMETIC.findall(str(text))]
+
+
+def endpoints(cfg: DictConfig, split) -> list[tuple[int, int]]:
+    """The (from, to) index pairs: `pairs` random pairs, or the one given by from/to (by index or class)."""
+    if int(cfg.pairs) > 0:
+        if len(split) < 2:
+            raise UserError("pairs", f"the {cfg.split} split has {len(split)} example", "a split with 2 or more")
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        return [tuple(int(i) for i in torch.randperm(len(split), generator=g)[:2]) for _ in range(int(cfg.pairs))]
+    ends = []
+    for key in ("from", "to"):
+        older = cfg.get(f"{key}_label")  # from_label=7: the older spelling of by=class from=7
+        by, value = ("class", older) if older is not None else (cfg.by, cfg[key])
+        ends.append(pick_index(split, int(value), by, f"{key}_label" if older is not None else key, cfg.split))
+    return [(ends[0], ends[1])]
+
+
+@torch.no_grad()
+def decoded_paths(model, x: Tensor, y: Tensor | None, method: str, steps: int) -> Tensor:
+    """x (2P, ...) as P (from, to) pairs -> decoded paths (P, steps, ...), each decoded with its `from` label."""
+    codes = model.encode(x, y)  # (2P, D)
+    t = torch.linspace(0, 1, steps, device=codes.device)
+    frames = []
+    for p in range(0, len(codes), 2):
+        path = PATHS[method](codes[p], codes[p + 1], t)  # (steps, D)
+        labels = None if y is None else y[p : p + 1].expand(steps)  # conditional families: keep the first label
+        frames.append(model.likelihood.mean(model.decode(path, labels)).float())
+    return torch.stack(frames)
+
+
+@torch.no_grad()
+def arithmetic(model, split, cfg: DictConfig) -> tuple[Tensor, Tensor, str]:
+    """The operands' pictures (K, ...) and the decoded result (1, ...) of `a - b + c` over codes; a description."""
+    terms = parse_arithmetic(cfg.arithmetic)
+    total, shown, label = 0, [], None
+    for sign, value in terms:
+        if cfg.by == "class":
+            codes, labels = [], []
+            for batch in split.batches(1024):
+                if batch.y is None:
+                    raise UserError("arithmetic", "class means need labels, the data has none", "by=index")
+                hit = batch.y == value
+                codes.append(model.encode(batch.x[hit], batch.y[hit]))
+            members = torch.cat(codes)  # (N_c, D)
+            if not len(members):
+                raise UserError("arithmetic", f"no example of class {value} in the {cfg.split} split", "another class")
+            code = members.mean(0, keepdim=True)  # (1, D)
+            y = torch.full((1,), value, device=code.device) if split.has_labels else None
+            picture = model.likelihood.mean(model.decode(code, y)).float()  # the class mean, decoded
+        else:
+            index = pick_index(split, value, "index", "arithmetic", cfg.split)
+            batch = split.take([index])
+            code, y, picture = model.encode(batch.x, batch.y), batch.y, batch.x.float()
+        label = y if label is None else label  # conditional families decode the result with the first label
+        total = total + sign * code
+        shown.append(picture)
+    result = model.likelihood.mean(model.decode(total, label)).float()
+    what = " ".join(f"{'-' if s < 0 else '+'} {'mean of class ' if cfg.by == 'class' else '#'}{v}"
+                    for s, v in terms).lstrip("+ ")
+    return torch.cat(shown), result, what
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from aelab.viz.images import grid, save_gif, save_png
-    from aelab.viz.views import is_image, path_figure, save_figure
+    from aelab.viz.views import is_image, path_figure, samples_figure, save_figure
 
     check_interpolate(cfg)
     loaded, device = load(cfg)
     data = load_data(cfg, loaded, device)
     split = getattr(data, cfg.split)
-    first, last = (first_of_class(split, cfg.get(f"{key}_label"), key) if cfg.get(f"{key}_label") is not None
-                   else int(cfg[key]) for key in ("from", "to"))
-    for key, index in (("from", first), ("to", last)):
-        if index >= len(split):
-            raise UserError(key, f"index {index} is past the end of the {cfg.split} split", f"0..{len(split) - 1}")
     model = loaded.model
-    batch = split.take([first, last])
-    with torch.no_grad():
-        codes = model.encode(batch.x, batch.y)  # (2, D)
-        t = torch.linspace(0, 1, int(cfg.steps), device=codes.device)
-        path = PATHS[cfg.method](codes[0], codes[1], t)  # (steps, D)
-        y = None if batch.y is None else batch.y[:1].expand(len(t))  # conditional families: keep the first label
-        frames = model.likelihood.mean(model.decode(path, y)).float()  # (steps, C, H, W) or (steps, D)
+    pairs = endpoints(cfg, split)
+    batch = split.take([i for pair in pairs for i in pair])  # (2P, ...) from, to, from, to ...
+    steps, frames_n = int(cfg.steps), int(cfg.frames or cfg.steps)
+    paths = decoded_paths(model, batch.x, batch.y, cfg.method, steps)  # (P, steps, ...)
+    computed = arithmetic(model, split, cfg) if cfg.arithmetic is not None else None  # mistakes before any folder
     out = output_dir(loaded.run_dir, "interpolate")
+    files, pictures, gif_frames = {}, {}, []
     if is_image(data.shape):
-        frames = frames.clamp(0, 1)
-        strip = torch.cat([batch.x[:1], frames, batch.x[1:]])  # input, path, input
-        files = {"strip": save_png(grid(strip, nrow=len(strip)), out / "interpolation.png").name}
+        rows = [torch.cat([batch.x[2 * p : 2 * p + 1], paths[p].clamp(0, 1), batch.x[2 * p + 1 : 2 * p + 2]])
+                for p in range(len(pairs))]  # input, path, input
+        pictures["interpolation"] = grid(torch.cat(rows), nrow=steps + 2)
+        files["strip"] = save_png(pictures["interpolation"], out / "interpolation.png").name
         if cfg.gif:
-            scale = max(1, 112 // frames.shape[-1])  # tiny images are enlarged so the GIF is watchable
-            big = F.interpolate(frames, scale_factor=scale, mode="nearest")
-            files["gif"] = save_gif([grid(f[None], nrow=1, pad=0) for f in big], out / "interpolation.gif",
-                                    frame_ms=int(cfg.frame_ms)).name
+            moving = paths if frames_n == steps else decoded_paths(model, batch.x, batch.y, cfg.method, frames_n)
+            scale = max(1, 112 // moving.shape[-1])  # tiny images are enlarged so the GIF is watchable
+            for f in range(frames_n):  # one frame: every pair at the same point of its path
+                big = F.interpolate(moving[:, f].clamp(0, 1), scale_factor=scale, mode="nearest")
+                gif_frames.append(grid(big, nrow=min(len(pairs), 4), pad=0 if len(pairs) == 1 else 2))
+            files["gif"] = save_gif(gif_frames, out / "interpolation.gif", frame_ms=int(cfg.frame_ms)).name
     else:  # vectors: the decoded path as connected points
-        files = {"path": save_figure(path_figure(batch.x, frames), out / "interpolation.png").name}
+        files["path"] = save_figure(path_figure(batch.x[:2], paths[0]), out / "interpolation.png").name
+    info: dict[str, Any] = {"method": cfg.method, "pairs": ", ".join(f"{i}->{j}" for i, j in pairs), "steps": steps}
+    if computed is not None:
+        operands, result, what = computed
+        info["arithmetic"] = what
+        if is_image(data.shape):  # the operands, then the result
+            pictures["arithmetic"] = grid(torch.cat([operands.clamp(0, 1), result.clamp(0, 1)]), nrow=len(operands) + 1)
+            files["arithmetic_png"] = save_png(pictures["arithmetic"], out / "arithmetic.png").name
+        else:
+            files["arithmetic_png"] = save_figure(samples_figure(result, operands), out / "arithmetic.png").name
+    if cfg.tensorboard and pictures:
+        from aelab.viz.explore import log_strips, writer_for
+
+        logger = writer_for(out)
+        log_strips(logger, "interpolate/strip", pictures["interpolation"], gif_frames)
+        if "arithmetic" in pictures:
+            logger.writer.add_image("interpolate/arithmetic", pictures["arithmetic"], 0)
+        logger.close()
     OmegaConf.save(cfg, out / "config.yaml")
-    info = {**files, "method": cfg.method, "from": first, "to": last, "steps": int(cfg.steps)}
-    print_results(f"interpolate: {cfg.split}[{first}] -> {cfg.split}[{last}]", info, out)
-    return {**info, "output_dir": str(out)}
+    title = f"interpolate: {cfg.split} " + ", ".join(f"[{i}] -> [{j}]" for i, j in pairs[:4])
+    print_results(title + (" ..." if len(pairs) > 4 else ""), {**files, **info}, out)
+    return {**files, **info, "from": pairs[0][0], "to": pairs[0][1], "output_dir": str(out)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="interpolate")

@@ -1,4 +1,9 @@
-"""`aelab sample run=<dir>`: images decoded from prior draws, and the decoded plane of 2-D codes."""
+"""`aelab sample run=<dir>`: decode draws from the prior, the 2-D latent plane, classes and style transfer.
+
+Families with a prior draw from it (an AAE from the prior it was trained to match). Families without one
+draw from a Gaussian fitted to their training codes, and say so. Conditional families also get a grid
+of every class (`y=` picks one) and, with `style_from=`, an example's style decoded as every class.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +14,93 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import output_dir, run_command
-from aelab.commands._from_run import load, print_results
+from aelab.commands._from_run import fitted_gaussian, load, load_data, pick_index, print_results
 from aelab.config_check import check_sample
-from aelab.models.base import NoPriorError
+from aelab.errors import UserError
+
+
+def _class_label(cfg: DictConfig, model) -> int | None:
+    label = cfg.get("y") if cfg.get("y") is not None else cfg.get("label")
+    if label is not None and not model.samples_by_class:
+        raise UserError("y", f"the model of this run ({type(model).__name__}) does not generate by class",
+                        "a conditional run: model=cvae, cae, or aae with model.supervised=true")
+    if label is not None and not 0 <= int(label) < int(model.num_classes or 0):
+        raise UserError("y", f"no class {label}", f"0..{int(model.num_classes or 0) - 1}")
+    return None if label is None else int(label)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
-    from aelab.errors import UserError
     from aelab.viz.images import grid, save_png
-    from aelab.viz.views import is_image, latent_grids, samples_figure, save_figure
+    from aelab.viz.views import is_image, latent_codes, latent_grids, samples_figure, save_figure
 
     check_sample(cfg)
-    loaded, _ = load(cfg)
+    loaded, device = load(cfg)
     model = loaded.model
-    if not model.has_prior:  # before any folder is made
-        raise NoPriorError("run", f"the model of this run ({type(model).__name__}) has no prior to sample from",
-                           "sample a run of a family with a prior, e.g. model=vae")
-    label = cfg.get("label")
-    if label is not None and not model.samples_by_class:
-        raise UserError("label", f"the model of this run ({type(model).__name__}) does not generate by class",
-                        "a conditional run: model=cvae, cae, or aae with model.supervised=true")
-    if label is not None and not 0 <= int(label) < int(model.num_classes or 0):
-        raise UserError("label", f"no class {label}", f"0..{int(model.num_classes or 0) - 1}")
-    out = output_dir(loaded.run_dir, "sample")
+    label = _class_label(cfg, model)
+    if cfg.style_from is not None and not model.conditional:
+        raise UserError("style_from", f"the model of this run ({type(model).__name__}) does not decode by class",
+                        "a conditional run: model=cvae or cae")
+    images = is_image(tuple(loaded.data["shape"]))
+    needs_data = not model.has_prior or cfg.style_from is not None
+    data = load_data(cfg, loaded, device) if needs_data else None
+    n, info, pictures = int(cfg.n), {}, {}
     with torch.no_grad():
-        y = None if label is None else torch.full((int(cfg.n),), int(label), device=model.device)
-        images = model.sample(int(cfg.n), y)
-        if not is_image(tuple(loaded.data["shape"])):  # vectors: a scatter plot
-            files = {"samples": save_figure(samples_figure(images), out / "samples.png").name}
+        y = None if label is None else torch.full((n,), label, device=model.device)
+        if model.has_prior:
+            drawn, info["source"] = model.sample(n, y), "the prior"
+        else:  # no prior: a Gaussian fitted to the training codes stands in for one
+            mean, cov = fitted_gaussian(model, data.train)
+            z = torch.distributions.MultivariateNormal(mean, cov).sample((n,)).float().to(model.device)
+            y = model.default_labels(n) if y is None else y
+            drawn, info["source"] = model.likelihood.mean(model.decode(z, y)), "a Gaussian fitted to the training codes"
+        name = "samples" if model.has_prior else "samples_fitted_gaussian"
+        if not images:
+            background = None if data is None else data.train.head(2000).x
+            pictures[name] = samples_figure(drawn, background)
         else:
-            files = {"samples": save_png(grid(images, nrow=int(math.ceil(math.sqrt(cfg.n)))), out / "samples.png").name}
+            pictures[name] = grid(drawn, nrow=int(math.ceil(math.sqrt(n))))
+            if model.samples_by_class and label is None and model.has_prior:
+                k, per = int(model.num_classes), int(cfg.per_class)  # one row per class
+                labels = torch.arange(k, device=model.device).repeat_interleave(per)
+                pictures["samples_by_class"] = grid(model.sample(k * per, labels), nrow=per)
             if model.latent_dim == 2:
-                for name, image in latent_grids(model, None, int(cfg.grid_size), label).items():
-                    files[name] = save_png(image, out / f"{name.replace('/', '_')}.png").name
+                codes = None if model.has_prior else latent_codes(model, data.train, 5000)[0]
+                span = None if cfg.span is None else (float(cfg.span[0]), float(cfg.span[1]))
+                pictures.update(latent_grids(model, codes, int(cfg.grid_size), label, span))
+            if cfg.style_from is not None:
+                pictures["style_transfer"] = style_transfer(model, data, cfg)
+    out = output_dir(loaded.run_dir, "sample")
+    files = {}
+    for key, picture in pictures.items():
+        path = out / f"{key.replace('/', '_')}.png"
+        files[key] = (save_png(picture, path) if isinstance(picture, torch.Tensor) else save_figure(picture, path)).name
+    if cfg.tensorboard and images:
+        from aelab.viz.explore import writer_for
+
+        logger = writer_for(out)
+        for key, picture in pictures.items():
+            logger.writer.add_image(f"sample/{key}", picture, 0)
+        logger.close()
     OmegaConf.save(cfg, out / "config.yaml")
-    print_results(f"sample: {cfg.n} draws from the prior", files, out)
-    return {**files, "output_dir": str(out)}
+    print_results(f"sample: {n} draws from {info['source']}", {**files, **info}, out)
+    return {**files, **info, "output_dir": str(out)}
+
+
+def style_transfer(model, data, cfg: DictConfig):
+    """One row: the chosen example, then its code decoded with every class label (style kept, class swapped)."""
+    import torch
+
+    from aelab.viz.images import grid
+
+    split = getattr(data, cfg.split)
+    index = pick_index(split, int(cfg.style_from), cfg.by, "style_from", cfg.split)
+    batch = split.take([index])
+    k = int(model.num_classes)
+    z = model.encode(batch.x, batch.y)  # (1, D)
+    decoded = model.likelihood.mean(model.decode(z.expand(k, -1), torch.arange(k, device=z.device)))
+    return grid(torch.cat([batch.x, decoded]), nrow=k + 1)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="sample")
