@@ -134,12 +134,16 @@ def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
         raise UserError(key, f"{run} holds no checkpoints/last.pt", "a run directory written by `aelab train`")
 
 
-def check_train(cfg: DictConfig) -> None:
-    check_config(cfg)
-    check_run_dir(cfg, "resume", required=False)
+def check_threads(cfg: DictConfig) -> None:
     present, threads = _get(cfg, "threads")
     if present and threads != "auto" and not (_is_int(threads) and threads >= 1):
         raise UserError("threads", f"got {threads!r}", "auto (cores // parallel jobs) or an integer >= 1")
+
+
+def check_train(cfg: DictConfig) -> None:
+    check_config(cfg)
+    check_run_dir(cfg, "resume", required=False)
+    check_threads(cfg)
     present, objective = _get(cfg, "objective")
     if present and objective is not None and not str(objective).startswith(("val/", "train/")):
         raise UserError("objective", f"unknown metric {objective!r}", "a final metric such as val/loss or val/recon")
@@ -193,6 +197,7 @@ def check_data_name(cfg: DictConfig, key: str) -> None:
 def check_eval(cfg: DictConfig) -> None:
     # eval's noise is a list of levels, not training's input noise: checked as such, the rest as usual
     check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "noise"]))
+    check_threads(cfg)
     check_run_dir(cfg, "run", required=True)
     check_choice(cfg, "ckpt", ("last", "best"))
     check_choice(cfg, "split", ("train", "val", "test"))
@@ -222,6 +227,7 @@ def check_span(cfg: DictConfig, key: str) -> None:
 
 def check_sample(cfg: DictConfig) -> None:
     check_config(cfg)
+    check_threads(cfg)
     check_run_dir(cfg, "run", required=True)
     check_choice(cfg, "ckpt", ("last", "best"))
     check_int(cfg, "n", minimum=1)
@@ -241,6 +247,7 @@ ARITHMETIC_WHOLE = re.compile(r"^\s*[+-]?\s*\d+(\s*[+-]\s*\d+)*\s*$")
 
 def check_interpolate(cfg: DictConfig) -> None:
     check_config(cfg)
+    check_threads(cfg)
     check_run_dir(cfg, "run", required=True)
     check_choice(cfg, "ckpt", ("last", "best"))
     check_choice(cfg, "split", ("train", "val", "test"))

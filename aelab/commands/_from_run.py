@@ -17,6 +17,9 @@ def load(cfg: DictConfig) -> tuple[LoadedRun, Any]:
     from aelab.engine.device import resolve_device
     from aelab.engine.loading import load_run
 
+    from aelab.sweep.threads import apply_threads
+
+    apply_threads(cfg.get("threads", "auto"))
     torch.manual_seed(int(cfg.seed))
     device = resolve_device(cfg.device)
     return load_run(cfg.run, cfg.ckpt, device), device
