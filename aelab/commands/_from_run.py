@@ -13,13 +13,14 @@ from aelab.engine.loading import LoadedRun
 def load(cfg: DictConfig) -> tuple[LoadedRun, Any]:
     """The trained model on the requested device, and the torch device."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from aelab.engine.device import resolve_device
     from aelab.engine.loading import load_run
-
     from aelab.sweep.threads import apply_threads
 
     apply_threads(cfg.get("threads", "auto"))
+    threadpool_limits(torch.get_num_threads())  # numpy / scikit-learn BLAS (probes, PCA, t-SNE) use as many
     torch.manual_seed(int(cfg.seed))
     device = resolve_device(cfg.device)
     return load_run(cfg.run, cfg.ckpt, device), device
