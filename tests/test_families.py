@@ -216,6 +216,15 @@ def test_pca_variance_picks_the_number_of_components(compose_cfg, tmp_path) -> N
     assert shares.sum() >= 0.9 and shares[:-1].sum() < 0.9
     assert model.latent_dim == len(shares) == model.encode(torch.rand(2, 1, 16, 16)).shape[1]
 
+    from aelab.commands import eval as eval_command
+    from aelab.commands import interpolate, sample
+
+    run = [f"run={tmp_path}", "device=cpu"]
+    assert eval_command.run(compose_cfg(run, config_name="eval"))["test/recon"] > 0
+    assert interpolate.run(compose_cfg([*run, "steps=4"], config_name="interpolate"))["steps"] == 4
+    # no prior: sample draws from a Gaussian fitted to the training codes, and says so
+    assert "fitted" in sample.run(compose_cfg(run, config_name="sample"))["source"]
+
 
 def test_pca_latent_dim_cannot_exceed_the_input_size(compose_cfg) -> None:
     with pytest.raises(UserError, match="latent_dim: pca keeps at most 256 components"):

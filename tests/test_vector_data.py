@@ -120,5 +120,26 @@ def test_commands_draw_scatter_plots_for_vectors(compose_cfg, tmp_path) -> None:
     assert next(tmp_path.glob("eval/*/reconstructions.png")).stat().st_size > 0
     sample.run(compose_cfg(run, config_name="sample"))
     assert next(tmp_path.glob("sample/*/samples.png")).stat().st_size > 0
-    interpolate.run(compose_cfg([*run, "from_label=0", "to_label=1"], config_name="interpolate"))
+    interpolate.run(compose_cfg([*run, "by=class", "from=0", "to=1"], config_name="interpolate"))
     assert next(tmp_path.glob("interpolate/*/interpolation.png")).stat().st_size > 0
+
+
+def test_every_family_trains_on_toy2d_with_an_mlp(compose_cfg, tmp_path) -> None:
+    from aelab.engine.build import build_model
+    from aelab.engine.trainer import Trainer
+    from aelab.viz.logger import NullLogger
+    from conftest import model_names
+
+    data = None
+    for family in model_names():
+        cfg = compose_cfg(["data=toy2d", f"model={family}", "latent_dim=2", "device=cpu", "logger=none"])
+        data = data or build_data(cfg.data, CPU)
+        torch.manual_seed(0)
+        net = build_model(cfg, data.shape, data.num_classes)
+        trainer = Trainer(net, data, cfg.trainer, device=CPU, logger=NullLogger(), run_dir=tmp_path, seed=0)
+        net.fit_closed_form(data.train)
+        batch = data.train.head(256)
+        for _ in range(3):
+            trainer.train_step(batch)
+        val = trainer.evaluate(data.val)
+        assert np.isfinite(val["loss"]) and net.reconstruct(batch.x, batch.y).shape == (256, 2), family

@@ -1,7 +1,10 @@
 """Adversarial autoencoder (Makhzani et al. 2016): a discriminator on the code pulls it onto a chosen prior.
 
 Three optimiser phases per step: reconstruction (encoder + decoder), generator (the encoder fools the
-discriminator, weight adv_weight) and discriminator (tells prior draws from codes).
+discriminator) and discriminator (tells prior draws from codes). adv_weight weighs the generator's terms and
+scales its learning rate: with an adaptive optimiser (Adam) a phase's step does not change with its loss scale. With a label part a
+classification phase (the encoder's label part on the known labels) follows reconstruction, as in the paper:
+its own optimiser step keeps the small cross-entropy from drowning in the reconstruction gradient.
 
 Options: supervised feeds the one-hot label to the discriminator, so each class lands in its own prior
 region (a grid cell or mixture mode). disentangle and semi_supervised_fraction split the encoder output
@@ -52,12 +55,13 @@ class AAE(Autoencoder):
                  semi_supervised_fraction: float | None = None, grid_size: int = 3,
                  disc_hidden: Sequence[int] = (256, 256), likelihood: str = "bernoulli", input_noise: float = 0.0,
                  num_classes: int | None = None) -> None:
-        self.label_part = bool(disentangle) or semi_supervised_fraction is not None
-        if supervised or self.label_part:
+        label_part = bool(disentangle) or semi_supervised_fraction is not None
+        if supervised or label_part:
             require_labels(num_classes, "aae", "with supervised, disentangle or semi_supervised_fraction uses labels")
         k = int(num_classes or 0)
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes,
-                         condition=Condition(k, encoder=False) if self.label_part else None)
+                         condition=Condition(k, encoder=False) if label_part else None)
+        self.label_part = label_part
         self.prior = LatentPrior(prior, self.latent_dim, num_classes, grid_size)
         if supervised and (self.prior.regions or 0) < k:
             raise UserError("model.supervised", f"needs a prior with a region for each of the {k} classes",
@@ -84,19 +88,22 @@ class AAE(Autoencoder):
 
     def phases(self) -> list[Phase]:
         adversaries = [m for m in (self.discriminator, self.label_discriminator, self.style_adversary) if m is not None]
+        classification = [Phase("classification", list(self.encoder.parameters()), loss=self.classification_losses)]
         return [
             Phase("reconstruction", [*self.encoder.parameters(), *self.decoder.parameters()],
                   loss=self.reconstruction_losses),
-            Phase("generator", list(self.encoder.parameters()), loss=self.generator_losses),
+            *(classification if self.label_part else []),
+            Phase("generator", list(self.encoder.parameters()), lr_scale=self.adv_weight, loss=self.generator_losses),
             Phase("discriminator", [p for m in adversaries for p in m.parameters()], loss=self.discriminator_losses),
         ]
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
-        return {**self.reconstruction_losses(batch, step), **self.generator_losses(batch, step),
+        classification = self.classification_losses(batch, step) if self.label_part else {}
+        return {**self.reconstruction_losses(batch, step), **classification, **self.generator_losses(batch, step),
                 **self.discriminator_losses(batch, step)}
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        y = self.default_labels(n) if y is None and (self.label_part or self.supervised) and self.num_classes else y
+        y = self.default_labels(n) if y is None else y  # a label part decodes with labels; else None: the whole prior
         codes = self.prior.sample(n, y if self.supervised else None, self.device)
         return self.likelihood.mean(self.decode(codes, y))
 
@@ -107,7 +114,7 @@ class AAE(Autoencoder):
     def samples_by_class(self) -> bool:
         return self.conditional or self.supervised
 
-    # ---- the three phases -----------------------------------------------------------------
+    # ---- the phases -----------------------------------------------------------------------
     def labelled(self, batch: Batch) -> Tensor:  # (B,) bool
         """Which examples' labels training may use: a fixed pseudo-random fraction of the training examples."""
         everything = torch.ones(len(batch), dtype=torch.bool, device=batch.x.device)
@@ -121,9 +128,14 @@ class AAE(Autoencoder):
             return {"recon": self.likelihood.batch_nll(self.decode(style, batch.y), batch.x)}
         known = self.labelled(batch)
         label = torch.where(known[:, None], self.condition.one_hot(batch.y), logits.softmax(1))  # type: ignore[union-attr]
-        recon = self.likelihood.batch_nll(self.decoder(torch.cat([style, label], 1)), batch.x)
+        return {"recon": self.likelihood.batch_nll(self.decoder(torch.cat([style, label], 1)), batch.x)}
+
+    def classification_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """Cross-entropy of the label part on the examples whose labels training may use."""
+        _, logits = self.split_code(self.corrupt(batch.x))
+        known = self.labelled(batch)
         ce = F.cross_entropy(logits[known], batch.y[known], reduction="none")  # type: ignore[index]
-        return {"recon": recon, "label": _mean_or_zero(ce, logits)}
+        return {"label": _mean_or_zero(ce, logits)}
 
     def generator_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         style, logits = self.split_code(self.corrupt(batch.x))
@@ -164,8 +176,7 @@ class AAE(Autoencoder):
     def diagnostics(self, batch: Batch) -> Diagnostics:
         """Adds the label part's classification accuracy (semi-supervised / disentangled AAEs)."""
         out = super().diagnostics(batch)
-        style, logits = self.split_code(batch.x)
-        out.histograms["codes"] = style.float().flatten()
+        _, logits = self.split_code(batch.x)
         if logits is not None and batch.y is not None:
             out.scalars["accuracy"] = float((logits.argmax(1) == batch.y).float().mean())
         return out
