@@ -75,15 +75,19 @@ class TensorSplit:
             else:
                 idx = (order[first : first + batch_size] if order is not None
                        else torch.arange(first, min(first + batch_size, n), device=self.device))[rank::world]
-                yield Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx], idx)
+                yield self._gather(idx)
 
     def head(self, n: int) -> Batch:
         return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n],
                      torch.arange(min(n, len(self)), device=self.device))
 
     def take(self, indices: list[int]) -> Batch:
-        idx = torch.as_tensor(indices, device=self.device)
-        return Batch(to_float(self.x[idx]), None if self.y is None else self.y[idx], idx)
+        return self._gather(torch.as_tensor(indices, dtype=torch.long, device=self.device))
+
+    def _gather(self, idx: Tensor) -> Batch:
+        # index_select, not x[idx]: advanced indexing takes a general path, 10x slower on CPU for
+        # a 128-image uint8 batch (34 us vs 3 us), which is 3% of an MLP training step
+        return Batch(to_float(self.x.index_select(0, idx)), None if self.y is None else self.y.index_select(0, idx), idx)
 
 
 class LoaderSplit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import shutil
@@ -35,6 +37,20 @@ class DivergedError(UserError):
     pass
 
 
+def fused_if_available(make_optimizer: functools.partial, device: torch.device) -> functools.partial:
+    """Ask for the fused (one kernel per step) implementation where the optimizer has one and the
+    config leaves it unset: on a small model the ~10 per-tensor passes of foreach Adam cost a third
+    as much as the matmuls (measured on the benchmark's MLP VAE, 2 CPU cores)."""
+    func = getattr(make_optimizer, "func", None)
+    if func is None or "fused" in make_optimizer.keywords or device.type not in ("cpu", "cuda"):
+        return make_optimizer
+    try:
+        accepts = "fused" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return make_optimizer
+    return functools.partial(make_optimizer, fused=True) if accepts else make_optimizer
+
+
 class Trainer:
     def __init__(self, model: Autoencoder, data: DataModule, cfg: DictConfig, *, device: torch.device,
                  logger: Logger, run_dir: Path, seed: int, extra_state: dict[str, Any] | None = None,
@@ -44,7 +60,7 @@ class Trainer:
         self.dist = dist or Distributed()
         self.phases = model.phases()
         self.ddp = self.dist.wrap(self.model, several_phases=len(self.phases) > 1)
-        make_optimizer = build(cfg.optimizer, "trainer.optimizer")
+        make_optimizer = fused_if_available(build(cfg.optimizer, "trainer.optimizer"), device)
         base_lr = make_optimizer.keywords.get("lr")
         self.optimizers = [
             make_optimizer(p.parameters) if p.lr_scale == 1.0 or base_lr is None

@@ -10,7 +10,7 @@ from torch import Tensor
 from aelab.errors import UserError
 
 LOG_2PI = math.log(2 * math.pi)
-DECODES_PER_CHUNK = 10_000  # (image, sample) pairs decoded at once: big enough for fast matmuls, small for cache
+DECODES_PER_CHUNK = 2_000  # (image, sample) pairs decoded at once: big enough for fast matmuls, small enough that the logits stay in cache (measured: 10k pairs, 31 MB of logits, ran 25% slower)
 
 
 def require_posterior(model) -> None:
@@ -37,18 +37,18 @@ def importance_sampled_nll(model, x: Tensor, k: int = 1000, batch_images: int = 
         yb = None if y is None else y[start : start + batch_images]
         mu, logvar = model.posterior(xb, yb)  # (B, D)
         std = (0.5 * logvar).exp()
-        log_q_const = -0.5 * (logvar + LOG_2PI).sum(1)  # (B,): log q(z|x) without its eps^2 part
+        # log p(z) - log q(z|x) = 0.5 * (sum eps^2 - sum z^2 + sum logvar): the 2 pi terms cancel
+        half_logvar_sum = 0.5 * logvar.sum(1)  # (B,)
         running = torch.full((xb.shape[0],), -math.inf, device=xb.device)
         for s0 in range(0, k, per_chunk):
             s = min(per_chunk, k - s0)
             eps = torch.randn(s, *mu.shape, device=mu.device)  # (s, B, D)
-            z = mu + eps * std
+            z = torch.addcmul(mu, eps, std)
             labels = None if yb is None else yb.repeat(s)  # (s*B,) matching z's (s, B) order
             logits = model.decode(z.reshape(-1, z.shape[-1]), labels)  # (s*B, ...)
-            log_px = -model.likelihood.nll_of_draws(logits.view(s, xb.shape[0], *logits.shape[1:]).float(), xb)
-            log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)  # (s, B)
-            log_qz = log_q_const - 0.5 * eps.pow(2).sum(-1)  # (s, B)
-            chunk = torch.logsumexp(log_px + log_pz - log_qz, dim=0)  # (B,)
-            running = torch.logaddexp(running, chunk)
+            draws = logits.view(s, xb.shape[0], *logits.shape[1:]).float()
+            log_w = -model.likelihood.nll_of_draws(draws, xb, consume=True)  # (s, B); the logits are not needed after
+            log_w += 0.5 * eps.square_().sub_(z.square_()).sum(-1) + half_logvar_sum
+            running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))  # (B,)
         out.append(-(running - math.log(k)))
     return torch.cat(out)

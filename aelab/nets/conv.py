@@ -8,6 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from aelab.nets.linear import Linear
+
+
+# oneDNN's convolutions work in NHWC: with NCHW tensors every conv pays a layout reorder each way.
+# Only the layout changes (shapes, parameters and checkpoints are the same).
+CHANNELS_LAST = torch.channels_last
+
 
 def _halve(n: int) -> int:
     return (n - 1) // 2 + 1  # output of a kernel-3, stride-2, padding-1 conv
@@ -15,7 +22,7 @@ def _halve(n: int) -> int:
 
 def conv_block(c_in: int, c_out: int, slope: float) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.LeakyReLU(slope))
+                         nn.BatchNorm2d(c_out), nn.LeakyReLU(slope, inplace=True))
 
 
 class ConvEncoder(nn.Module):
@@ -28,10 +35,11 @@ class ConvEncoder(nn.Module):
             blocks.append(conv_block(c, c_out, slope))
             c, h, w = c_out, _halve(h), _halve(w)
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = nn.Linear(c * h * w + extra_features, out_features)
+        self.head = Linear(c * h * w + extra_features, out_features)
+        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        h = self.features(x)  # (B, C_last * h * w)
+        h = self.features(x.contiguous(memory_format=CHANNELS_LAST))  # (B, C_last * h * w)
         if extra is not None:
             h = torch.cat([h, extra], dim=1)
         return self.head(h)
@@ -46,7 +54,7 @@ class ConvDecoder(nn.Module):
         for _ in channels:
             sizes.append((_halve(sizes[-1][0]), _halve(sizes[-1][1])))
         self.start = (channels[-1], *sizes[-1])
-        self.project = nn.Sequential(nn.Linear(in_features, math.prod(self.start)), nn.LeakyReLU(slope))
+        self.project = nn.Sequential(Linear(in_features, math.prod(self.start)), nn.LeakyReLU(slope))
         layers: list[nn.Module] = []
         outs = [*channels[::-1][1:], c_img]
         for i, (c_in, c_out) in enumerate(zip(channels[::-1], outs)):
@@ -55,11 +63,13 @@ class ConvDecoder(nn.Module):
             last = i == len(channels) - 1
             layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad, bias=last))
             if not last:  # logits out of the last layer: no norm, no activation
-                layers += [nn.BatchNorm2d(c_out), nn.LeakyReLU(slope)]
+                layers += [nn.BatchNorm2d(c_out), nn.LeakyReLU(slope, inplace=True)]
         self.net = nn.Sequential(*layers)
+        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.project(z).view(-1, *self.start))  # (B, C, H, W)
+        start = self.project(z).view(-1, *self.start).contiguous(memory_format=CHANNELS_LAST)
+        return self.net(start).contiguous()  # (B, C, H, W), in the ordinary layout for the losses
 
 
 class ConvArch:

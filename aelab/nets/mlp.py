@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from aelab.nets.linear import Linear
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
     "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
@@ -18,7 +20,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     """Linear layers between consecutive sizes, activation between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
