@@ -1,16 +1,25 @@
 #!/usr/bin/env python
 """aelab benchmark: textbook PyTorch training loops vs aelab's engine, measured side by side in one process.
 
-    python scripts/bench.py                 # the full table (about 10 minutes on 2 cores)
+    python scripts/bench.py                 # the full table (about 6 minutes on 2 cores)
     python scripts/bench.py --quick         # a smoke run of every row (about a minute)
 
 Rows (all on Fashion-MNIST from Debian's dataset-fashion-mnist, offline):
   MLP VAE 784-400-20: the reference loop (torchvision FashionMNIST + ToTensor + DataLoader(128, shuffle)),
   aelab (model=vae arch=mlp arch.hidden=[400] latent_dim=20 batch_size=128 lr=1e-3), and the compute
-  floor (forward+backward matmul FLOPs per image / the matmul throughput measured in this run).
-  Conv AE of the course (32-64-128-256, latent 24, batch 64): reference loop vs aelab.
+  floor (forward+backward matmul FLOPs per image / the best matmul throughput measured in this run).
+  Conv AE of the course (32-64-128-256, latent 24, batch 64): the textbook module vs aelab.
   Start-up: `aelab --help` wall time, launch -> first training step, peak RSS of an MLP VAE run.
   Evaluation: importance-sampled NLL (k samples per image) throughput vs the matmul bound.
+  Ablation: aelab's training step with each of its fast paths switched off in turn.
+
+Reference and aelab run in blocks ordered ref-aelab, aelab-ref, ... (ABBA), so a drift in machine
+speed (shared VMs drift by 10-30%) hits both sides alike; the first epoch of every block is warm-up.
+(Alternating single epochs was tried and rejected: an aelab epoch right after a textbook epoch ran
+10-30% slower than in a block of its own, which measured the neighbour rather than the loop.)
+Matmul throughput is measured two ways: torch's default CPU matmul (MKL) and
+oneDNN, the library aelab's linear layers call (MKL takes its AVX2 path on AMD CPUs); the floor and
+the NLL bound use the faster of the two, i.e. what this hardware can do.
 """
 
 from __future__ import annotations
@@ -58,14 +67,22 @@ def textbook_vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, lo
 
 
 class TextbookConvAE(nn.Module):
-    """The course's conv AE, built from aelab's conv blocks so only the training pipeline differs."""
+    """The course's conv AE written the textbook way (plain torch.nn, NCHW): stride-2 conv + BatchNorm +
+    LeakyReLU(0.2) blocks 32-64-128-256, a linear code of 24, mirrored by transposed convs (28 -> 14 -> 7 -> 4 -> 2)."""
 
     def __init__(self, latent: int = 24) -> None:
         super().__init__()
-        from aelab.nets.conv import ConvArch
-
-        arch = ConvArch((32, 64, 128, 256))
-        self.encoder, self.decoder = arch.encoder((1, 28, 28), latent), arch.decoder(latent, (1, 28, 28))
+        blocks, c = [], 1
+        for c_out in (32, 64, 128, 256):
+            blocks += [nn.Conv2d(c, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            c = c_out
+        self.encoder = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(256 * 2 * 2, latent))
+        layers: list[nn.Module] = [nn.Linear(latent, 256 * 2 * 2), nn.LeakyReLU(0.2), nn.Unflatten(1, (256, 2, 2))]
+        for c_in, c_out, pad in ((256, 128, 1), (128, 64, 0), (64, 32, 1)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad, bias=False),
+                       nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+        layers.append(nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1))
+        self.decoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -90,51 +107,59 @@ def reference_loaders(root: Path, batch_size: int):
             torch.utils.data.DataLoader(test, batch_size=1000))
 
 
-def reference_vae(root: Path, epochs: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    train, test = reference_loaders(root, 128)
-    model = TextbookVAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    seconds = []
-    for _ in range(epochs):
-        model.train()
+class ReferenceVAE:
+    """The textbook loop, one epoch per call."""
+
+    def __init__(self, root: Path, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.train, self.test = reference_loaders(root, 128)
+        self.model = TextbookVAE()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.seconds: list[float] = []
+        self.images = len(self.train.dataset)
+
+    def epoch(self) -> None:
+        self.model.train()
         t0 = time.perf_counter()
-        for x, _ in train:
-            opt.zero_grad()
-            recon, mu, logvar = model(x)
+        for x, _ in self.train:
+            self.opt.zero_grad()
+            recon, mu, logvar = self.model(x)
             loss = textbook_vae_loss(recon, x, mu, logvar)
             loss.backward()
-            opt.step()
-        seconds.append(time.perf_counter() - t0)
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, _ in test:
-            recon, mu, logvar = model(x)
-            total += textbook_vae_loss(recon, x, mu, logvar).item()
-            count += len(x)
-    return {"seconds": seconds, "images": len(train.dataset), "test_loss": total / count}
+            self.opt.step()
+        self.seconds.append(time.perf_counter() - t0)
+
+    def test_loss(self) -> float:
+        self.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for x, _ in self.test:
+                recon, mu, logvar = self.model(x)
+                total += textbook_vae_loss(recon, x, mu, logvar).item()
+                count += len(x)
+        return total / count
 
 
-def reference_conv(root: Path, epochs: int, max_batches: int | None) -> dict[str, float]:
-    torch.manual_seed(0)
-    train, _ = reference_loaders(root, 64)
-    model = TextbookConvAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    seconds, images = [], 0
-    for _ in range(epochs):
-        model.train()
-        t0, images = time.perf_counter(), 0
-        for i, (x, _) in enumerate(train):
-            if max_batches and i >= max_batches:
+class ReferenceConv:
+    def __init__(self, root: Path, max_batches: int | None) -> None:
+        torch.manual_seed(0)
+        self.train, _ = reference_loaders(root, 64)
+        self.model = TextbookConvAE()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.max_batches, self.seconds, self.images = max_batches, [], 0
+
+    def epoch(self) -> None:
+        self.model.train()
+        t0, self.images = time.perf_counter(), 0
+        for i, (x, _) in enumerate(self.train):
+            if self.max_batches and i >= self.max_batches:
                 break
-            opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(model(x), x, reduction="sum") / len(x)
+            self.opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(self.model(x), x, reduction="sum") / len(x)
             loss.backward()
-            opt.step()
-            images += len(x)
-        seconds.append(time.perf_counter() - t0)
-    return {"seconds": seconds, "images": images}
+            self.opt.step()
+            self.images += len(x)
+        self.seconds.append(time.perf_counter() - t0)
 
 
 # ---- aelab, in-process through its own engine ---------------------------------------------
@@ -163,38 +188,41 @@ AELAB_DATA = ["data=fashion_mnist", "data.source.download=false",
               "data.val_fraction=0.0002"]  # ~12 validation images: all 60k train images are trained on, as in the reference
 
 
-def aelab_vae(epochs: int, run_dir: Path) -> dict[str, float]:
+VAE_OVERRIDES = ["model=vae", "arch=mlp", "arch.hidden=[400]", "latent_dim=20", "batch_size=128", "lr=1e-3",
+                 "beta=1.0", "device=cpu", "logger=none", "seed=0"]
+
+
+def aelab_epoch(trainer) -> None:
+    """One more epoch through the engine's own fit() (it continues from trainer.epoch)."""
+    trainer.cfg.epochs = trainer.epoch + 1
+    trainer.fit()
+
+
+def aelab_test_loss(trainer, data) -> float:
     from aelab.engine.evaluate import mean_terms
 
-    trainer, data = aelab_trainer([*AELAB_DATA, "model=vae", "arch=mlp", "arch.hidden=[400]", "latent_dim=20",
-                                   "batch_size=128", "lr=1e-3", "beta=1.0", "device=cpu", f"epochs={epochs}",
-                                   "logger=none", "seed=0"], run_dir)
-    trainer.fit()
-    test = mean_terms(trainer.model, data.test, 1000)
-    return {"seconds": trainer.epoch_seconds, "images": len(data.train),
-            "test_loss": float(sum(test.values())), "model": trainer.model}
-
-
-def aelab_conv(epochs: int, max_batches: int | None, run_dir: Path) -> dict[str, float]:
-    limit = [f"trainer.limit_batches={max_batches}"] if max_batches else []
-    trainer, data = aelab_trainer([*AELAB_DATA, "model=ae", "arch=conv", "latent_dim=24", "batch_size=64",
-                                   "lr=1e-3", "device=cpu", f"epochs={epochs}", "logger=none", "seed=0", *limit], run_dir)
-    trainer.fit()
-    images = min(len(data.train), max_batches * 64) if max_batches else len(data.train)
-    return {"seconds": trainer.epoch_seconds, "images": images}
+    return float(sum(mean_terms(trainer.model, data.test, 1000).values()))
 
 
 # ---- the compute floor ---------------------------------------------------------------------
-def matmul_gflops(seconds: float = 2.0) -> float:
-    """Sustained fp32 matmul throughput of this machine (large square products)."""
+def matmul_gflops(seconds: float = 2.0) -> dict[str, float]:
+    """Sustained fp32 throughput of large square products (2048^3): torch's default matmul and oneDNN's."""
+    from aelab.nets.linear import _ONEDNN
+
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
-        a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-    return 2 * 2048**3 * reps / (time.perf_counter() - t0) / 1e9
+    kernels = {"torch": lambda: a @ b}
+    if _ONEDNN is not None:
+        kernels["onednn"] = lambda: _ONEDNN(a, b, None, "none", [], "")
+    out = {}
+    for name, fn in kernels.items():
+        for _ in range(3):
+            fn()
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn()
+            reps += 1
+        out[name] = 2 * 2048**3 * reps / (time.perf_counter() - t0) / 1e9
+    return out
 
 
 def vae_flops_per_image(hidden: int = 400, latent: int = 20) -> float:
@@ -213,52 +241,98 @@ def help_seconds(repeats: int) -> float:
     return statistics.median(times)
 
 
+# Measured from a small launcher process: Linux carries the peak RSS of a forked parent over into
+# the child's ru_maxrss, so spawning `aelab train` straight from this (large) process would overstate it.
+_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.DEVNULL); _, status, usage = os.wait4(p.pid, 0); print(status, usage.ru_maxrss)")
+
+
 def first_step_and_rss(workdir: Path) -> tuple[float | None, float]:
     """Launch `aelab train` for one epoch: seconds from launch to the first finished step, peak RSS (MB)."""
     args = [sys.executable, "-m", "aelab", "train", "model=vae", "arch.hidden=[400]", "latent_dim=20",
             "data=fashion_mnist", "data.source.download=false", "epochs=1", "logger=none", "device=cpu"]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], cwd=workdir, capture_output=True, text=True,
+                         check=True).stdout.split()
+    status, maxrss_kb = int(out[0]), int(out[1])
     if status != 0:
         raise RuntimeError(f"aelab train failed with status {status}")
     log = next(workdir.glob("outputs/*/*/train.log")).read_text()
     match = re.search(r"first training step finished, ([\d.]+) s after launch", log)
     first = float(match.group(1)) if match else None
-    return first, usage.ru_maxrss / 1024
+    return first, maxrss_kb / 1024
 
 
 # ---- evaluation: importance-sampled NLL ---------------------------------------------------
-def nll_row(model, k: int, images: int, matmul: float) -> dict[str, float]:
-    from aelab.data import build_data
+def nll_row(model, x: torch.Tensor, k: int, matmul: float) -> dict[str, float]:
     from aelab.metrics.likelihood import importance_sampled_nll
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(REPO / "conf" / "data" / "fashion_mnist.yaml")
-    cfg.source.download = False
-    data = build_data(cfg, torch.device("cpu"))
-    x = data.test.head(images).x
+    torch.manual_seed(0)
     t0 = time.perf_counter()
     nll = importance_sampled_nll(model, x, k=k)
     seconds = time.perf_counter() - t0
-    hidden, latent = 400, 20
+    hidden, latent, images = 400, 20, x.shape[0]
     # decoder matmuls for every (image, sample) pair; the encoder runs once per image
     flops = images * k * 2 * (latent * hidden + hidden * 784) + images * 2 * (784 * hidden + hidden * 2 * latent)
-    bound = flops / (matmul * 1e9)
-    return {"seconds": seconds, "bound": bound, "nll": float(nll.mean())}
+    return {"seconds": seconds, "bound": flops / (matmul * 1e9), "nll": float(nll.mean())}
+
+
+# ---- ablation: what each fast path buys ------------------------------------------------------
+def ablation(run_dir: Path, steps: int, rounds: int = 3) -> dict[str, float]:
+    """ms per MLP VAE training step with one fast path switched off at a time (interleaved rounds)."""
+    import aelab.models.likelihoods as likelihoods
+    import aelab.nets.linear as linear
+
+    onednn, fast_bce = linear._ONEDNN, likelihoods._BernoulliNLL.apply
+
+    def textbook_bce(logits, x):  # a log per pixel, as F.binary_cross_entropy_with_logits does
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+    variants = {  # name: (extra overrides, patch(on: bool) switching the fast path off and back on)
+        "aelab, all fast paths": ([], None),
+        "torch's matmul (MKL) instead of oneDNN": ([], lambda on: setattr(linear, "_ONEDNN", None if on else onednn)),
+        "foreach Adam instead of fused": (["+trainer.optimizer.fused=false"], None),
+        "BCE with logits (a log per pixel)": ([], lambda on: setattr(likelihoods._BernoulliNLL, "apply",
+                                                                      textbook_bce if on else fast_bce)),
+    }
+    trainers = {}
+    for i, (name, (extra, _)) in enumerate(variants.items()):
+        trainer, data = aelab_trainer([*AELAB_DATA, *VAE_OVERRIDES, "epochs=1", *extra], run_dir / f"ablation-{i}")
+        batches = list(data.train.batches(128, shuffle=True, generator=torch.Generator().manual_seed(0)))
+        trainers[name] = (trainer, batches[: steps + 20])
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (_, patch) in variants.items():
+            trainer, batches = trainers[name]
+            if patch:
+                patch(True)
+            try:
+                for batch in batches[:20]:
+                    trainer.train_step(batch)
+                t0 = time.perf_counter()
+                for batch in batches[20:]:
+                    trainer.train_step(batch)
+                times[name].append((time.perf_counter() - t0) / steps * 1e3)
+            finally:
+                if patch:
+                    patch(False)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ---- the table --------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: 2 epochs, few conv batches, k=50")
-    parser.add_argument("--epochs", type=int, default=10, help="MLP VAE epochs (first is warm-up; loss after the last)")
+    parser.add_argument("--epochs", type=int, default=10, help="MLP VAE epochs per seed (test loss after the last)")
+    parser.add_argument("--seeds", type=int, default=3, help="MLP VAE runs per side (test loss: mean over seeds)")
     parser.add_argument("--conv-epochs", type=int, default=4, help="conv AE epochs (first is warm-up)")
     parser.add_argument("--conv-batches", type=int, default=200, help="batches per conv epoch (0 = all 938)")
     parser.add_argument("--nll-k", type=int, default=1000)
     parser.add_argument("--nll-images", type=int, default=10000)
+    parser.add_argument("--ablation-steps", type=int, default=300)
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.conv_epochs, args.conv_batches, args.nll_k, args.nll_images = 2, 2, 20, 50, 1000
+        args.epochs, args.seeds, args.conv_epochs, args.conv_batches = 2, 1, 2, 20
+        args.nll_k, args.nll_images, args.ablation_steps = 50, 1000, 50
     if not DEBIAN_DIR.is_dir():
         sys.exit("needs Debian's Fashion-MNIST: apt-get install dataset-fashion-mnist")
     from rich.console import Console
@@ -270,41 +344,85 @@ def main() -> None:
     try:
         root = torchvision_root(tmp / "tv")
         matmul = matmul_gflops()
-        console.print(f"matmul throughput: {matmul:.1f} GFLOP/s (fp32, 2048^3)")
+        console.print("matmul throughput (fp32, 2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in matmul.items()))
 
-        ref = reference_vae(root, args.epochs)
-        ours = aelab_vae(args.epochs, tmp / "run-vae")
-        floor_s = vae_flops_per_image() * ref["images"] / (matmul * 1e9)
-        conv_batches = args.conv_batches or None
-        ref_conv = reference_conv(root, args.conv_epochs, conv_batches)
-        our_conv = aelab_conv(args.conv_epochs, conv_batches, tmp / "run-conv")
+        # MLP VAE: one run per side and seed, in blocks ordered ref-aelab, aelab-ref, ... (ABBA)
+        ref_s, our_s, ratios, ref_loss, our_loss = [], [], [], [], []
+        for seed in range(args.seeds):
+            ref = ReferenceVAE(root, seed)
+            trainer, data = aelab_trainer([*AELAB_DATA, *VAE_OVERRIDES, f"seed={seed}", "epochs=1"],
+                                          tmp / f"run-vae-{seed}")
+            blocks = [ref.epoch, lambda: aelab_epoch(trainer)]
+            for epoch_fn in blocks if seed % 2 == 0 else blocks[::-1]:
+                for _ in range(args.epochs):
+                    epoch_fn()
+            # the first epoch of each block is warm-up; aelab's epoch covers len(train) images, the reference's 60k
+            ref_s.append(statistics.median(ref.seconds[1:]) * 60000 / ref.images)
+            our_s.append(statistics.median(trainer.epoch_seconds[1:]) * 60000 / len(data.train))
+            ratios.append(our_s[-1] / ref_s[-1])
+            ref_loss.append(ref.test_loss())
+            our_loss.append(aelab_test_loss(trainer, data))
+        model, test_x = trainer.model, data.test.head(args.nll_images).x
+
+        ref_conv = ReferenceConv(root, args.conv_batches or None)
+        conv_trainer, conv_data = aelab_trainer(
+            [*AELAB_DATA, "model=ae", "arch=conv", "latent_dim=24", "batch_size=64", "lr=1e-3", "device=cpu",
+             "epochs=1", "logger=none", "seed=0", *([f"trainer.limit_batches={args.conv_batches}"] if args.conv_batches else [])],
+            tmp / "run-conv")
+        conv_images = min(len(conv_data.train), args.conv_batches * 64) if args.conv_batches else len(conv_data.train)
+        conv_ref_s, conv_our_s = [], []
+        for order in range(2):  # ABBA again: ref block, aelab block, aelab block, ref block
+            blocks = [(ref_conv.epoch, ref_conv.seconds, conv_ref_s, lambda: ref_conv.images),
+                      (lambda: aelab_epoch(conv_trainer), conv_trainer.epoch_seconds, conv_our_s, lambda: conv_images)]
+            for epoch_fn, seconds, out, images in blocks if order == 0 else blocks[::-1]:
+                del seconds[:]
+                for _ in range(args.conv_epochs):
+                    epoch_fn()
+                out.append(statistics.median(seconds[1:]) * 60000 / images())
+
+        steps = ablation(tmp, args.ablation_steps)
         matmul_after = matmul_gflops()
         helps = help_seconds(5)
         (tmp / "work").mkdir()
         first, rss = first_step_and_rss(tmp / "work")
-        nll = nll_row(ours["model"], args.nll_k, args.nll_images, max(matmul, matmul_after))
+        best = max(max(matmul.values()), max(matmul_after.values()))
+        nll = nll_row(model, test_x, args.nll_k, best)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def per_epoch(row: dict, n_images: int) -> float:
-        """Median epoch seconds after the warm-up epoch, scaled to n_images per epoch."""
-        timed = row["seconds"][1:] or row["seconds"]
-        return statistics.median(timed) * n_images / row["images"]
+    med = statistics.median
+    floor_s = vae_flops_per_image() * 60000 / (best * 1e9)
+    floor_torch = vae_flops_per_image() * 60000 / (max(matmul["torch"], matmul_after["torch"]) * 1e9)
 
-    table = Table(title=f"aelab benchmark, {os.cpu_count()} CPU cores (MLP: {args.epochs} epochs, conv: "
-                        f"{args.conv_epochs} x {args.conv_batches or 'all'} batches)")
+    def loss_cell(values: list[float]) -> str:
+        return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+    table = Table(title=f"aelab benchmark, {os.cpu_count()} CPU cores (MLP: {args.seeds} seeds x {args.epochs} epochs, "
+                        f"conv: 2 x {args.conv_epochs} epochs of {args.conv_batches or 'all'} batches; ABBA blocks)")
     for col in ("row", "s / epoch (60k)", "images / s", "test loss", "ratio"):
         table.add_column(col, justify="right" if col != "row" else "left")
-    ref_s, our_s = per_epoch(ref, 60000), per_epoch(ours, 60000)
-    table.add_row("MLP VAE reference loop", f"{ref_s:.2f}", f"{60000 / ref_s:,.0f}", f"{ref['test_loss']:.2f}", "1.00")
-    table.add_row("MLP VAE aelab", f"{our_s:.2f}", f"{60000 / our_s:,.0f}", f"{ours['test_loss']:.2f}",
-                  f"{our_s / ref_s:.2f} x ref ({ref_s / our_s:.1f}x faster)")
+    r, o = med(ref_s), med(our_s)  # medians over seeds of each run's median epoch
+    table.add_row("MLP VAE reference loop", f"{r:.2f}", f"{60000 / r:,.0f}", loss_cell(ref_loss), "1.00")
+    table.add_row("MLP VAE aelab", f"{o:.2f}", f"{60000 / o:,.0f}", loss_cell(our_loss),
+                  f"{med(ratios):.2f} x ref ({1 / med(ratios):.1f}x faster)")
     table.add_row("MLP VAE compute floor", f"{floor_s:.2f}", f"{60000 / floor_s:,.0f}", "",
-                  f"aelab = {our_s / floor_s:.2f} x floor")
-    ref_c, our_c = per_epoch(ref_conv, 60000), per_epoch(our_conv, 60000)
-    table.add_row("conv AE reference loop", f"{ref_c:.2f}", f"{60000 / ref_c:,.0f}", "", "1.00")
-    table.add_row("conv AE aelab", f"{our_c:.2f}", f"{60000 / our_c:,.0f}", "", f"{ref_c / our_c:.2f}x faster")
+                  f"aelab = {o / floor_s:.2f} x floor")
+    table.add_row("  floor at torch's matmul speed", f"{floor_torch:.2f}", f"{60000 / floor_torch:,.0f}", "",
+                  f"aelab = {o / floor_torch:.2f} x")
+    cr, co = med(conv_ref_s), med(conv_our_s)
+    conv_ratio = med([a / b for a, b in zip(conv_ref_s, conv_our_s)])  # per ABBA round
+    table.add_row("conv AE reference loop", f"{cr:.2f}", f"{60000 / cr:,.0f}", "", "1.00")
+    table.add_row("conv AE aelab", f"{co:.2f}", f"{60000 / co:,.0f}", "", f"{conv_ratio:.2f}x faster")
     console.print(table)
+
+    ablate = Table(title=f"ablation: ms per MLP VAE training step (median of 3 interleaved rounds of "
+                         f"{args.ablation_steps} steps)")
+    for col in ("variant", "ms / step", "vs all fast paths"):
+        ablate.add_column(col)
+    base = steps["aelab, all fast paths"]
+    for name, ms in steps.items():
+        ablate.add_row(name, f"{ms:.2f}", f"{ms / base:.2f}x")
+    console.print(ablate)
 
     checks = Table(title="start-up, memory, evaluation")
     for col in ("measure", "value", "target"):
@@ -316,7 +434,8 @@ def main() -> None:
                    f"(matmul bound {nll['bound']:.1f} s = {100 * nll['bound'] / nll['seconds']:.0f}% of bound)",
                    ">= 70% of bound")
     checks.add_row("IS-NLL value (nats / image)", f"{nll['nll']:.2f}", "")
-    checks.add_row("matmul GFLOP/s (start, end)", f"{matmul:.1f}, {matmul_after:.1f}", "")
+    for name in matmul:
+        checks.add_row(f"matmul GFLOP/s, {name} (start, end)", f"{matmul[name]:.0f}, {matmul_after[name]:.0f}", "")
     console.print(checks)
 
 
