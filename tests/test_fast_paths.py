@@ -91,6 +91,18 @@ def test_linear_matches_nn_linear_values_and_gradients(bias: bool) -> None:
         assert torch.allclose(a.grad, b.grad, atol=1e-4)
 
 
+def test_linear_handles_broadcast_gradients_and_empty_batches() -> None:
+    torch.manual_seed(0)
+    ours, plain = Linear(4, 3), nn.Linear(4, 3)
+    plain.load_state_dict(ours.state_dict())
+    x1 = torch.randn(5, 4, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    ours(x1).sum().backward()  # the incoming gradient is an expanded (stride-0) tensor
+    plain(x2).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad) and torch.allclose(ours.weight.grad, plain.weight.grad)
+    assert ours(torch.randn(0, 4)).shape == (0, 3)
+
+
 @pytest.mark.skipif(linear_mod._ONEDNN is None, reason="this torch has no oneDNN linear")
 def test_linear_takes_onednn_on_cpu_fp32_and_falls_back_elsewhere() -> None:
     layer, x = Linear(8, 4), torch.randn(3, 8)
