@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ class TextbookVAE(nn.Module):
         return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
 
-def textbook_vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def textbook_vae_loss(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
@@ -107,46 +108,17 @@ def reference_loaders(root: Path, batch_size: int):
             torch.utils.data.DataLoader(test, batch_size=1000))
 
 
-class ReferenceVAE:
-    """The textbook loop, one epoch per call."""
+class ReferenceLoop:
+    """The textbook loop, one epoch per call: DataLoader batches, zero_grad, loss, backward, Adam step."""
 
-    def __init__(self, root: Path, seed: int = 0) -> None:
+    def __init__(self, root: Path, model: nn.Module, loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                 batch_size: int, seed: int = 0, max_batches: int | None = None) -> None:
         torch.manual_seed(seed)
-        self.train, self.test = reference_loaders(root, 128)
-        self.model = TextbookVAE()
+        self.train, self.test = reference_loaders(root, batch_size)
+        self.model, self.loss, self.max_batches = model, loss, max_batches
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.seconds: list[float] = []
-        self.images = len(self.train.dataset)
-
-    def epoch(self) -> None:
-        self.model.train()
-        t0 = time.perf_counter()
-        for x, _ in self.train:
-            self.opt.zero_grad()
-            recon, mu, logvar = self.model(x)
-            loss = textbook_vae_loss(recon, x, mu, logvar)
-            loss.backward()
-            self.opt.step()
-        self.seconds.append(time.perf_counter() - t0)
-
-    def test_loss(self) -> float:
-        self.model.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for x, _ in self.test:
-                recon, mu, logvar = self.model(x)
-                total += textbook_vae_loss(recon, x, mu, logvar).item()
-                count += len(x)
-        return total / count
-
-
-class ReferenceConv:
-    def __init__(self, root: Path, max_batches: int | None) -> None:
-        torch.manual_seed(0)
-        self.train, _ = reference_loaders(root, 64)
-        self.model = TextbookConvAE()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.max_batches, self.seconds, self.images = max_batches, [], 0
+        self.images = 0  # trained on in the last epoch
 
     def epoch(self) -> None:
         self.model.train()
@@ -155,32 +127,44 @@ class ReferenceConv:
             if self.max_batches and i >= self.max_batches:
                 break
             self.opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(self.model(x), x, reduction="sum") / len(x)
-            loss.backward()
+            self.loss(self.model, x).backward()
             self.opt.step()
             self.images += len(x)
         self.seconds.append(time.perf_counter() - t0)
 
+    def test_loss(self) -> float:
+        """Loss per image over the test split, for a loss summed over the batch (the VAE's)."""
+        self.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for x, _ in self.test:
+                total += self.loss(self.model, x).item()
+                count += len(x)
+        return total / count
+
+
+def vae_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:  # BCE + KL summed over the batch, as the example does
+    return textbook_vae_loss(*model(x), x)
+
+
+def conv_ae_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:  # summed BCE with logits, per image
+    return F.binary_cross_entropy_with_logits(model(x), x, reduction="sum") / len(x)
+
 
 # ---- aelab, in-process through its own engine ---------------------------------------------
 def aelab_trainer(overrides: list[str], run_dir: Path):
+    """The trainer `aelab train <overrides>` builds, with no logger (nothing is written but checkpoints)."""
     from hydra import compose, initialize_config_module
 
-    import aelab.commands._common  # noqa: F401  (resolvers)
-    from aelab.data import build_data
-    from aelab.engine.build import build_model
+    from aelab.commands.train import build_trainer
     from aelab.engine.device import resolve_device
-    from aelab.engine.trainer import Trainer
     from aelab.viz.logger import NullLogger
 
     with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     torch.manual_seed(int(cfg.seed))
-    device = resolve_device(cfg.device)
-    data = build_data(cfg.data, device)
-    model = build_model(cfg, data.shape, data.num_classes)
-    trainer = Trainer(model, data, cfg.trainer, device=device, logger=NullLogger(), run_dir=run_dir,
-                      seed=int(cfg.seed), extra_state={"config": {}, "config_raw": {}, "data": data.describe()})
+    trainer, data = build_trainer(cfg, resolve_device(cfg.device), run_dir)
+    trainer.logger = NullLogger()
     return trainer, data
 
 
@@ -349,7 +333,7 @@ def main() -> None:
         # MLP VAE: one run per side and seed, in blocks ordered ref-aelab, aelab-ref, ... (ABBA)
         ref_s, our_s, ratios, ref_loss, our_loss = [], [], [], [], []
         for seed in range(args.seeds):
-            ref = ReferenceVAE(root, seed)
+            ref = ReferenceLoop(root, TextbookVAE(), vae_loss, 128, seed)
             trainer, data = aelab_trainer([*AELAB_DATA, *VAE_OVERRIDES, f"seed={seed}", "epochs=1"],
                                           tmp / f"run-vae-{seed}")
             blocks = [ref.epoch, lambda: aelab_epoch(trainer)]
@@ -364,7 +348,7 @@ def main() -> None:
             our_loss.append(aelab_test_loss(trainer, data))
         model, test_x = trainer.model, data.test.head(args.nll_images).x
 
-        ref_conv = ReferenceConv(root, args.conv_batches or None)
+        ref_conv = ReferenceLoop(root, TextbookConvAE(), conv_ae_loss, 64, max_batches=args.conv_batches or None)
         conv_trainer, conv_data = aelab_trainer(
             [*AELAB_DATA, "model=ae", "arch=conv", "latent_dim=24", "batch_size=64", "lr=1e-3", "device=cpu",
              "epochs=1", "logger=none", "seed=0", *([f"trainer.limit_batches={args.conv_batches}"] if args.conv_batches else [])],

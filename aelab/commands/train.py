@@ -34,16 +34,28 @@ def resume_config(stored_raw: dict[str, Any], overrides: list[str]) -> DictConfi
     return cfg
 
 
+def build_trainer(cfg: DictConfig, device, run_dir: str | Path, dist=None):
+    """The data, the model and the engine of a composed train config (no logger yet: the caller sets one)."""
+    from aelab.data import build_data
+    from aelab.engine.build import build_model
+    from aelab.engine.trainer import Trainer
+
+    data = build_data(cfg.data, device)
+    model = build_model(cfg, data.shape, data.num_classes)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    trainer = Trainer(model, data, cfg.trainer, device=device, logger=None, run_dir=Path(run_dir), seed=int(cfg.seed),
+                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()}, dist=dist)
+    return trainer, data
+
+
 def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (or resume) one run in run_dir; returns the final metrics."""
     import torch
 
-    from aelab.data import build_data
-    from aelab.engine.build import build, build_model
+    from aelab.engine.build import build
     from aelab.engine.checkpoint import load_latest
     from aelab.engine.device import resolve_device
     from aelab.engine.distributed import setup_distributed
-    from aelab.engine.trainer import Trainer
     from aelab.viz.logger import NullLogger
 
     check_train(cfg)
@@ -56,11 +68,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     threads = apply_threads(cfg.get("threads", "auto"))
     torch.manual_seed(int(cfg.seed))
     dist, device = setup_distributed(cfg.trainer.get("strategy", "auto"), resolve_device(cfg.device))
-    data = build_data(cfg.data, device)
-    model = build_model(cfg, data.shape, data.num_classes)
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    trainer = Trainer(model, data, cfg.trainer, device=device, logger=None, run_dir=run_dir, seed=int(cfg.seed),
-                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()}, dist=dist)
+    trainer, data = build_trainer(cfg, device, run_dir, dist)
     if resumed is not None:
         trainer.load_state_dict(resumed)
     trainer.logger = (build(cfg.logger, "logger", log_dir=str(run_dir), start_step=trainer.step) if dist.is_main

@@ -81,9 +81,7 @@ class Bernoulli:
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
     def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:  # scalar: mean over images
-        if logits.device.type == "cpu":
-            return _BernoulliNLL.apply(logits, x).sum() / x.shape[0]
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+        return self.nll(logits, x).sum() / x.shape[0]
 
     def nll_of_draws(self, logits: Tensor, x: Tensor, consume: bool = False) -> Tensor:  # (S, B, *shape), (B, *shape) -> (S, B)
         """nll of S decodes of each example: sum softplus(l) - x . l. consume=True overwrites logits."""
