@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from aelab.data.base import Batch, DataModule, LoaderSplit, Split, TensorSplit
 from aelab.data.sources import StreamData, TensorData
-from aelab.engine.build import build
+from aelab.instantiate import build
 from aelab.errors import UserError
 
 __all__ = ["Batch", "DataModule", "Split", "build_data"]

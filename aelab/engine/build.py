@@ -1,28 +1,13 @@
-"""Objects from config nodes via `_target_`, with constructor mistakes reported as user errors."""
+"""The model of a composed config: the family of cfg.model on the arch of cfg.arch."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from aelab.errors import UserError
+from aelab.instantiate import build
 
-
-def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """instantiate(node, **kwargs); a UserError raised inside passes through, other failures name `key`."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, UserError) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        detail = str(cause if cause is not None else exc).strip().splitlines()
-        raise UserError(key, detail[0] if detail else "cannot be built", f"check {key}.* in the config") from None
+__all__ = ["build", "build_model"]
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int | None):

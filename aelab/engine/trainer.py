@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from aelab.data.base import DataModule, Split
-from aelab.engine.build import build
+from aelab.instantiate import build
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
