@@ -214,7 +214,7 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, compose_cfg) -> None:
     assert "train/loss" not in rows["ae", "2"]  # columns: val/*, test/*, eval/* by default
 
     md = (root / "report.md").read_text()
-    assert "| ae | 8 | 2/2 done | 21.000 ± 1.414 |" in md and "| vae | 8 | 1/2 done, 1 failed | 35.000 |" in md
+    assert "| ae | 8 | 2/2 done | **21.000 ± 1.414** |" in md and "| vae | 8 | 1/2 done, 1 failed | 35.000 |" in md
     assert "Same in every run: `data=mnist5k`, `epochs=3`" in md and "Lowest `val/recon`: `model=ae`, `latent_dim=8`" in md
     assert "error: data: bad things" in md and "| vae | 16 | 0/2 done, 1 incomplete, 1 running |" in md
     runs = list(csv.DictReader((root / "runs.csv").open()))
@@ -241,3 +241,58 @@ def test_report_command_line(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     out = aelab("report", "empty", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: dir: no runs under empty")
+
+
+def _direction_runs(root: Path) -> None:
+    """latent_dim 2/8/16: val/recon lowest at 8, test/accuracy and test/auroc highest at 2, lowest at 8."""
+    results = {2: (30.0, 0.9), 8: (20.0, 0.7), 16: (25.0, 0.8)}
+    for num, (dim, (recon, accuracy)) in enumerate(results.items()):
+        overrides = ["model=ae", f"latent_dim={dim}", "seed=0"]
+        _fake_run(root, f"{num}_latent_dim={dim}", overrides, {"val/recon": recon, "val/mean_activation": recon / 100},
+                  eval_metrics={"test/accuracy": accuracy, "test/auroc": accuracy - 0.05})
+
+
+def _best_dim(report) -> str | None:
+    from aelab.sweep.report import best_group
+
+    best = best_group(report)
+    return None if best is None else best.values["latent_dim"]
+
+
+def test_report_marks_the_best_row_by_the_metric_direction(tmp_path, compose_cfg, capsys, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from aelab.commands.report import run
+    from aelab.errors import UserError
+    from aelab.sweep.report import build_report
+
+    _direction_runs(tmp_path)
+    assert _best_dim(build_report(tmp_path, y="val/recon")) == "8"  # a loss: the lowest
+    assert _best_dim(build_report(tmp_path, y="test/accuracy")) == "2"  # higher is better
+    assert _best_dim(build_report(tmp_path, y="test/auroc")) == "2"
+    assert _best_dim(build_report(tmp_path, y="test/accuracy", mode="min")) == "8"  # mode overrides
+    assert _best_dim(build_report(tmp_path, y="val/recon", mode="max")) == "2"
+    # no known direction and no mode: no row is marked (marking the lowest would be a guess)
+    unknown = build_report(tmp_path, y="val/mean_activation")
+    assert unknown.direction is None and _best_dim(unknown) is None
+    assert _best_dim(build_report(tmp_path, y="val/mean_activation", mode="max")) == "2"
+    with pytest.raises(UserError, match="one of: auto, min, max"):
+        build_report(tmp_path, y="val/recon", mode="highest")
+
+    labels = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: labels.append(fig.axes[0].get_ylabel()))
+    run(compose_cfg([f"dir={tmp_path}", "y=test/accuracy", "x=latent_dim"], config_name="report"))
+    md = (tmp_path / "report.md").read_text()
+    assert "Highest `test/accuracy`: `latent_dim=2` (bold; higher is better, mode=auto)." in md
+    assert "| 2 | 1/1 done | **0.9000** |" in md and "| 8 | 1/1 done | 0.7000 |" in md
+    assert "bold: highest test/accuracy (higher is better, mode=auto)" in capsys.readouterr().out
+    assert labels == ["test/accuracy (higher is better)"]
+    assert json.loads((tmp_path / "summary.json").read_text())["direction"] == "max"
+
+    run(compose_cfg([f"dir={tmp_path}", "y=test/accuracy", "mode=min", "x=null"], config_name="report"))
+    assert "Lowest `test/accuracy`: `latent_dim=8` (bold; lower is better, mode=min)." in (tmp_path / "report.md").read_text()
+    assert "bold: lowest test/accuracy (lower is better, mode=min)" in capsys.readouterr().out
+
+    run(compose_cfg([f"dir={tmp_path}", "y=val/mean_activation", "x=null"], config_name="report"))
+    md = (tmp_path / "report.md").read_text()
+    assert "No row marked best: `val/mean_activation` has no known direction" in md and "**" not in md

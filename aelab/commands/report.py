@@ -19,7 +19,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     check_report(cfg)
     root = Path(str(cfg.dir)).expanduser()
-    report = build_report(root, list(cfg.metrics), str(cfg.y), str(cfg.seed_key))
+    report = build_report(root, list(cfg.metrics), str(cfg.y), str(cfg.seed_key), str(cfg.get("mode", "auto")))
     if report.y is None and any(r.metrics for r in report.runs):
         present = sorted({k for r in report.runs for k in r.metrics})
         raise UserError("y", f"no run has the metric {cfg.y!r}", "one of: " + ", ".join(present))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aelab.errors import UserError
+from aelab.metrics.directions import DESCRIBED
 from aelab.sweep.report import Report, as_number
 
 
@@ -66,7 +67,7 @@ def plot_metric(report: Report, x: str, y: str, path: Path) -> Path:
     else:
         ax.set_xticks(range(len(categories)), categories)
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_ylabel(f"{y} ({DESCRIBED[report.direction]})" if report.direction and y == report.y else y)
     seeds = " (mean ± std over seeds)" if report.seeds_averaged else ""
     ax.set_title(f"{y} vs {x}{seeds}")
     ax.grid(alpha=0.3)

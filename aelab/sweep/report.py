@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aelab.errors import UserError
+from aelab.metrics.directions import DESCRIBED, MODES, Direction, resolve
 from aelab.sweep.naming import short_number
 from aelab.sweep.runs import DONE, FAILED, Run, gather
 
@@ -65,8 +67,10 @@ class Report:
     constant: dict[str, str]  # settings every run shares
     seed_key: str
     metrics: list[str]  # columns, y first
-    y: str | None  # the metric of interest: first column, lowest mean marked best, plotted
+    y: str | None  # the metric of interest: first column, best mean marked, plotted
     groups: list[Group]
+    mode: str = "auto"  # how the best row was chosen: auto (y's own direction), min or max (given)
+    direction: Direction | None = None  # min: lowest mean is best; max: highest; None: no row marked
 
     @property
     def group_keys(self) -> list[str]:
@@ -111,7 +115,10 @@ def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], y: str | No
 
 
 def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, y: str | None = "val/recon",
-                 seed_key: str = "seed") -> Report:
+                 seed_key: str = "seed", mode: str = "auto") -> Report:
+    """mode: auto marks the best row by y's own direction (aelab.metrics.directions), min or max overrides it."""
+    if mode not in MODES:
+        raise UserError("mode", f"unknown value {mode!r}", "one of: " + ", ".join(MODES))
     runs = gather(root)
     keys, constant = _settings(runs)
     columns = _columns(runs, metrics, y)
@@ -126,7 +133,8 @@ def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METR
             xs = [r.metrics[metric] for r in group.done if metric in r.metrics and math.isfinite(r.metrics[metric])]
             if xs:
                 group.stats[metric] = Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
-    return Report(root, runs, keys, constant, seed_key, columns, y if y in columns else None, ordered)
+    y = y if y in columns else None
+    return Report(root, runs, keys, constant, seed_key, columns, y, ordered, mode, resolve(y, mode) if y else None)
 
 
 def _decimals(x: float) -> int:
@@ -143,9 +151,21 @@ def format_stat(stat: Stat | None) -> str:
 
 
 def best_group(report: Report) -> Group | None:
-    """The row with the lowest mean of the sort metric (losses: lower is better)."""
+    """The row with the best mean of y in its direction; None when y has no known direction (and no mode)."""
     scored = [g for g in report.groups if report.y and report.y in g.stats]
-    return min(scored, key=lambda g: g.stats[report.y].mean) if scored else None  # type: ignore[index]
+    if not scored or report.direction is None:
+        return None
+    pick = min if report.direction == "min" else max
+    return pick(scored, key=lambda g: g.stats[report.y].mean)  # type: ignore[index]
+
+
+def direction_note(report: Report) -> str:
+    """Which way y was ranked and by what: `higher is better, mode=auto` (y's own direction), or how to choose."""
+    if report.y is None:
+        return ""
+    if report.direction is None:
+        return f"{report.y} has no known direction: no row marked best (mode=min or mode=max marks one)"
+    return f"{DESCRIBED[report.direction]}, mode={report.mode}"
 
 
 def summary_line(report: Report) -> str:
@@ -175,9 +195,18 @@ def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path: 
         lines.append(f"Runs that differ only in `{report.seed_key}` are one row: mean ± sample std over the finished "
                      "ones.")
     if best is not None:
-        lines.append(f"Lowest `{report.y}`: " + ", ".join(f"`{k}={v}`" for k, v in best.values.items()) + ".")
+        word = "Lowest" if report.direction == "min" else "Highest"
+        lines.append(f"{word} `{report.y}`: " + ", ".join(f"`{k}={v}`" for k, v in best.values.items()) +
+                     f" (bold; {direction_note(report)}).")
+    elif report.y is not None:
+        lines.append(f"No row marked best: `{report.y}` has no known direction (mode=min or mode=max marks one).")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    y_column = header.index(report.y) if best is not None else -1
+    for group, row in zip(report.groups, rows):
+        cells = [_md_cell(c) for c in row]
+        if group is best:
+            cells[y_column] = f"**{cells[y_column]}**"
+        lines.append("| " + " | ".join(cells) + " |")
     run_metrics = report.metrics
     lines += ["", "## Runs", "", "| run | status | " + " | ".join(run_metrics) + " |", "|" + "---|" * (2 + len(run_metrics))]
     for run in report.runs:
@@ -223,6 +252,7 @@ def summary_record(report: Report) -> dict[str, Any]:
     """summary.json: every job's settings, status, error line and final metrics."""
     return {
         "root": str(report.root), "counts": report.counts(), "constant": report.constant, "keys": report.keys,
+        "y": report.y, "mode": report.mode, "direction": report.direction,
         "jobs": [{"run": r.name, "status": r.status, "error": r.error, "settings": {k: r.value(k) for k in report.keys},
                   "metrics": r.metrics} for r in report.runs],
     }
@@ -243,10 +273,12 @@ def print_report(report: Report, written: list[Path]) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=max(80, min(400, _width(report))))
     header, rows = table_rows(report)
     title = f"{summary_line(report)}" + (f" (mean ± std over {report.seed_key})" if report.seeds_averaged else "")
-    table = Table(title=title, title_justify="left")
+    best = best_group(report)
+    caption = (f"bold: {'lowest' if report.direction == 'min' else 'highest'} {report.y} ({direction_note(report)})"
+               if best is not None else direction_note(report))
+    table = Table(title=escape(title), title_justify="left", caption=escape(caption) or None, caption_justify="left")
     for i, name in enumerate(header):
         table.add_column(escape(name), justify="left" if i <= len(report.group_keys) else "right")
-    best = best_group(report)
     for group, row in zip(report.groups, rows):
         table.add_row(*map(escape, row), style="bold" if group is best else None)
     console.print(table)

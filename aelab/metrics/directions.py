@@ -1,0 +1,88 @@
+"""Whether a metric is better low or high, read from its name as metrics.json writes it (`val/loss`, `test/psnr`).
+
+Torch-free: `aelab report` and the trainer's checkpoint monitor (`trainer.monitor_mode=auto`) both ask it.
+
+A name is split into words at `/` and `_`; the words are read from the right and the first one that names a
+kind of measurement decides, so the last word wins: `anomaly_recon_auroc` is an AUROC (higher), `elbo_recon`
+the ELBO's reconstruction NLL (lower), `frechet_reference` a Fréchet distance (lower). Numbers (`kl_dim/03`,
+`denoise_psnr_0.3`) and words that name nothing (`val`, `test`, `probe`, `knn`, `pca`) are skipped. A `neg` or
+`negative` just before the deciding word turns it round: `neg_elbo` is lower-is-better, `elbo` higher.
+
+Decisions worth knowing:
+  - every loss term a family returns that is listed below (`recon`, `kl`, `sparsity`, `label`, ...) is lower-is-
+    better; the adversarial players' terms (`adv_gen`, `adv_disc`) have no direction: one player's gain is the
+    other's loss, so neither low nor high means a better model;
+  - `active_units` is higher-is-better: posterior collapse shows as few active units;
+  - `perplexity` alone has no direction (a language model's perplexity is better low, a VQ codebook's usage
+    perplexity better high); `codebook_perplexity` is higher-is-better;
+  - disentanglement scores (`mig`, `sap`, `dci_*`, `*_score`) are higher-is-better; `dci_informativeness`
+    follows disentanglement_lib, where it is a prediction accuracy;
+  - rates (`images_per_s`) are higher-is-better, durations (`time/epoch_s`, `seconds`) lower-is-better;
+  - sparse-AE diagnostics (`mean_activation`, `active_fraction`) and counters (`epochs`, `steps`) have none.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Direction = Literal["min", "max"]
+MODES = ("auto", "min", "max")  # the values of `mode=` (report) and `trainer.monitor_mode`: auto asks direction()
+DESCRIBED = {"min": "lower is better", "max": "higher is better"}
+
+# Whole last segments that read wrongly word by word.
+_EXACT: dict[str, Direction | None] = {
+    "active_units": "max",
+    "explained_variance": "max",
+    "codebook_perplexity": "max",
+    "mean_activation": None,
+    "active_fraction": None,
+}
+
+_LOWER = (
+    "loss", "recon", "kl", "nll", "bce", "mse", "mae", "rmse", "error", "err", "sparsity", "label", "frechet", "fid",
+    "kid", "distance", "bpd", "commitment", "tc", "mmd", "contractive", "penalty", "seconds", "s", "time",
+)
+_HIGHER = (
+    "accuracy", "acc", "auroc", "auprc", "auc", "psnr", "ssim", "precision", "recall", "f1", "elbo", "likelihood",
+    "score", "mig", "sap", "dci", "modularity", "explicitness", "r2",
+)
+_NONE = ("adv", "perplexity", "epoch", "epochs", "step", "steps", "components")
+_WORDS: dict[str, Direction | None] = {**{w: "min" for w in _LOWER}, **{w: "max" for w in _HIGHER},
+                                       **{w: None for w in _NONE}}
+_NEGATIONS = ("neg", "negative")
+_FLIP: dict[Direction, Direction] = {"min": "max", "max": "min"}
+_RATE = re.compile(r"_per_(s|sec|second)$")  # throughput: images_per_s, samples_per_second
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def direction(name: str) -> Direction | None:
+    """'min' (lower is better), 'max' (higher is better) or None (unknown, or no better side) for a metric name."""
+    last = name.rsplit("/", 1)[-1].lower()
+    if last in _EXACT:
+        return _EXACT[last]
+    if _RATE.search(last):
+        return "max"
+    words = [w for w in re.split(r"[/_]", name.lower()) if w and not _is_number(w)]
+    for i in range(len(words) - 1, -1, -1):
+        if words[i] not in _WORDS:
+            continue
+        found = _WORDS[words[i]]
+        if found is not None and i > 0 and words[i - 1] in _NEGATIONS:
+            return _FLIP[found]
+        return found
+    return None
+
+
+def resolve(name: str, mode: str = "auto") -> Direction | None:
+    """The direction to rank `name` by: `mode` when it is min or max, the metric's own with auto."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return direction(name) if mode == "auto" else mode  # type: ignore[return-value]
