@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
     "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
     "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
+    "fit-prior": "fit a density to a run's training codes: aelab fit-prior run=<run> prior=gmm components=10",
     "report": "tabulate the runs under a folder, seeds as mean ± std: aelab report multirun/<date>/<time>",
 }
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if command == "report":
         rest = report_dir_override(rest)
+    command = command.replace("-", "_")  # fit-prior -> aelab/commands/fit_prior.py, conf/fit_prior.yaml
     if not HYDRA_FLAGS.intersection(a.split("=", 1)[0] for a in rest):
         from aelab.precheck import precheck
 
