@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:  # (B, D) -> (B, D): KL(N
 class VAE(Autoencoder):
     has_prior = True
     has_posterior = True
+    prior_is_standard_normal = True  # whether the KL of each dimension to N(0, 1) is the model's KL term
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 1.0,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
@@ -51,8 +54,41 @@ class VAE(Autoencoder):
         mu, logvar = self.posterior(self.corrupt(batch.x), batch.y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
+        return {"recon": recon, **self.latent_terms(mu, logvar, z, step)}
+
+    def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
+        """The weighted terms on the code z ~ q(z|x) (B, D): the KL to N(0, I); the hook VAE variants override."""
         kl_per_dim = gaussian_kl(mu, logvar).mean(0)  # (D,)
-        return {"recon": recon, "kl": self.kl_weight(step) * self.kl_penalty(kl_per_dim)}
+        return {"kl": self.kl_weight(step) * self.kl_penalty(kl_per_dim)}
+
+    # ---- what eval measures through (ELBO, importance-sampled NLL); variants with another prior override ----
+    def elbo_terms(self, x: Tensor, y: Tensor | None = None, samples: int = 1) -> tuple[Tensor, Tensor]:
+        """Per example (B,): the reconstruction NLL averaged over `samples` draws z ~ q(z|x), and the KL (beta = 1)."""
+        mu, logvar = self.posterior(x, y)  # (B, D)
+        std = (0.5 * logvar).exp()
+        recon = torch.zeros(x.shape[0], device=x.device)
+        for _ in range(samples):
+            z = mu + torch.randn_like(mu) * std
+            recon += self.likelihood.nll(self.decode(z, y).float(), x)
+        return recon / samples, gaussian_kl(mu.float(), logvar.float()).sum(1)
+
+    def importance_sampler(self, x: Tensor, y: Tensor | None = None) -> Callable[[int], tuple[Tensor, Tensor]]:
+        """Encodes x (B, ...) once; returns draw(s) -> (decoder logits (s, B, ...) of s draws z ~ q(z|x),
+        log p(z) - log q(z|x) (s, B)): what the importance-sampled NLL needs from a family."""
+        mu, logvar = self.posterior(x, y)  # (B, D)
+        std = (0.5 * logvar).exp()
+        half_logvar_sum = 0.5 * logvar.sum(1)  # (B,)
+
+        def draw(s: int) -> tuple[Tensor, Tensor]:
+            eps = torch.randn(s, *mu.shape, device=mu.device)  # (s, B, D)
+            z = torch.addcmul(mu, eps, std)
+            labels = None if y is None else y.repeat(s)  # (s*B,) matching z's (s, B) order
+            logits = self.decode(z.reshape(-1, z.shape[-1]), labels)  # (s*B, ...)
+            # log p(z) - log q(z|x) = 0.5 * (sum eps^2 - sum z^2 + sum logvar): the 2 pi terms cancel
+            log_ratio = 0.5 * eps.square_().sub_(z.square_()).sum(-1) + half_logvar_sum  # (s, B); z is decoded already
+            return logits.view(s, x.shape[0], *logits.shape[1:]), log_ratio
+
+        return draw
 
     def prior(self, n: int) -> Tensor:  # (n, D)
         return torch.randn(n, self.latent_dim, device=self.device)
@@ -66,8 +102,9 @@ class VAE(Autoencoder):
         """Adds the KL of each latent dimension and the number of active units (posterior collapse shows here)."""
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
-        kl_per_dim = gaussian_kl(mu, logvar).float().mean(0)  # (D,) unweighted
-        out.scalars.update({f"kl_dim/{d:02d}": float(v) for d, v in enumerate(kl_per_dim)})
+        if self.prior_is_standard_normal:  # otherwise the KL to N(0, 1) is not the model's KL term
+            kl_per_dim = gaussian_kl(mu, logvar).float().mean(0)  # (D,) unweighted
+            out.scalars.update({f"kl_dim/{d:02d}": float(v) for d, v in enumerate(kl_per_dim)})
+            out.histograms["kl_per_dim"] = kl_per_dim
         out.scalars["active_units"] = float((mu.float().var(0) > ACTIVE_UNIT_THRESHOLD).sum())
-        out.histograms["kl_per_dim"] = kl_per_dim
         return out

@@ -1,0 +1,76 @@
+"""beta-TCVAE (Chen et al. 2018): the KL term split into index-code mutual information, total correlation and
+dimension-wise KL, each with its own weight, estimated by minibatch-weighted sampling (MWS).
+
+For codes z_i ~ q(z|x_i) of a batch of M examples from a training set of N:
+    log q(z_i)       ~= logsumexp_j log q(z_i|x_j)          - log(N M)
+    log prod q(z_id) ~= sum_d [logsumexp_j log q(z_id|x_j) - log(N M)]
+    mi = log q(z_i|x_i) - log q(z_i),  tc = log q(z_i) - log prod q(z_id),  dim_kl = log prod q(z_id) - log p(z_i)
+The three add up to log q(z|x) - log p(z), the one-draw estimate of the KL. alpha = beta = gamma = 1 is the VAE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import torch
+from torch import Tensor
+
+from aelab.data.base import Batch, Split
+from aelab.models.base import Diagnostics
+from aelab.models.likelihoods import LIKELIHOODS
+from aelab.models.vae import VAE
+from aelab.nets import Arch
+from aelab.schema import OneOf, Range
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def kl_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> dict[str, Tensor]:
+    """Per example (M,): mi, tc and dim_kl of codes z (M, D) drawn from q(z|x) = N(mu, exp logvar), by MWS."""
+    m = z.shape[0]
+    # log q(z_id | x_j) for every pair (i, j) and dimension d: (M, M, D)
+    pairs = -0.5 * ((z[:, None] - mu[None]).pow(2) * (-logvar[None]).exp() + logvar[None]) - HALF_LOG_2PI
+    log_norm = math.log(dataset_size * m)
+    log_qz = torch.logsumexp(pairs.sum(2), 1) - log_norm  # (M,)
+    log_prod_marginals = (torch.logsumexp(pairs, 1) - log_norm).sum(1)  # (M,)
+    log_qz_given_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # (M,): log q(z_i|x_i)
+    log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(1)  # (M,)
+    return {"mi": log_qz_given_x - log_qz, "tc": log_qz - log_prod_marginals, "dim_kl": log_prod_marginals - log_pz}
+
+
+class BetaTCVAE(VAE):
+    """Weights: alpha on the index-code mutual information, beta on the total correlation, gamma on the
+    dimension-wise KL (the paper: alpha = gamma = 1, beta = 6). dataset_size: N in the estimator; null takes
+    the training split's size when training starts (before that, e.g. on a model never trained, the batch's)."""
+
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+                 beta: Annotated[float, Range(0, None)] = 6.0, alpha: Annotated[float, Range(0, None)] = 1.0,
+                 gamma: Annotated[float, Range(0, None)] = 1.0,
+                 dataset_size: Annotated[int | None, Range(1, None)] = None, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
+        super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
+        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.register_buffer("dataset_size", torch.tensor(int(dataset_size or 0)))  # 0: not known yet
+
+    def fit_closed_form(self, train: Split, batch_size: int = 1024) -> None:
+        """Records the training-set size N the estimator needs (in the checkpoint, with the weights)."""
+        if int(self.dataset_size) == 0:
+            self.dataset_size.fill_(len(train))
+
+    def decomposition(self, mu: Tensor, logvar: Tensor, z: Tensor) -> dict[str, Tensor]:  # unweighted, (M,) each
+        return kl_decomposition(z, mu, logvar, int(self.dataset_size) or z.shape[0])
+
+    def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
+        parts = self.decomposition(mu, logvar, z)
+        weights = {"mi": self.alpha, "tc": self.kl_weight(step), "dim_kl": self.gamma}
+        return {name: weights[name] * value.mean() for name, value in parts.items()}
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> Diagnostics:
+        """Adds the unweighted estimates of the three terms (nats per example) on the validation batch."""
+        out = super().diagnostics(batch)
+        mu, logvar = self.posterior(batch.x, batch.y)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        out.scalars.update({f"estimate_{k}": float(v.mean()) for k, v in self.decomposition(mu, logvar, z).items()})
+        return out
