@@ -96,3 +96,52 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
         raise UserError("arch", f"conv needs images (C, H, W), the data's examples are vectors of shape {list(shape)}",
                         "arch=mlp")
     return shape  # type: ignore[return-value]
+
+
+# ---- spatial code grids (vq_vae) --------------------------------------------------------------
+# The same stacks as ConvEncoder / ConvDecoder, but the code stays a grid of vectors: the encoder ends in a
+# 1x1 conv to `depth` channels per cell instead of flattening into a linear head, and the decoder starts from
+# that grid with a 1x1 conv instead of a linear projection. The classes above are untouched.
+
+
+def code_grid(input_shape: tuple[int, ...], channels: Sequence[int]) -> tuple[int, int]:
+    """(h, w) of the feature map the conv stack makes of an image: one halving per block."""
+    _, h, w = _image_shape(input_shape)
+    for _ in channels:
+        h, w = _halve(h), _halve(w)
+    return h, w
+
+
+class ConvGridEncoder(nn.Module):
+    """(B, C, H, W) -> (B, depth, h, w): the conv stack, then a 1x1 conv to `depth` channels per cell."""
+
+    def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], depth: int, slope: float) -> None:
+        super().__init__()
+        stack = ConvEncoder(input_shape, channels, 1, slope)  # its blocks; its flattening linear head is dropped
+        self.features = nn.Sequential(*list(stack.features)[:-1])
+        self.head = nn.Conv2d(channels[-1], depth, 1)
+        self.to(memory_format=CHANNELS_LAST)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.contiguous(memory_format=CHANNELS_LAST))).contiguous()  # (B, depth, h, w)
+
+
+class ConvGridDecoder(nn.Module):
+    """(B, depth, h, w) -> (B, C, H, W) logits: a 1x1 conv to the last block's channels, then the transposed convs."""
+
+    def __init__(self, depth: int, channels: Sequence[int], output_shape: tuple[int, int, int], slope: float) -> None:
+        super().__init__()
+        stack = ConvDecoder(1, channels, output_shape, slope)  # its transposed convs; its linear projection is dropped
+        self.project = nn.Sequential(nn.Conv2d(depth, channels[-1], 1), nn.LeakyReLU(slope))
+        self.net = stack.net
+        self.to(memory_format=CHANNELS_LAST)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        return self.net(self.project(grid.contiguous(memory_format=CHANNELS_LAST))).contiguous()  # (B, C, H, W)
+
+
+def grid_nets(arch: ConvArch, input_shape: tuple[int, ...], depth: int) -> tuple[nn.Module, nn.Module]:
+    """The grid-keeping encoder and decoder of a conv arch for images of input_shape."""
+    shape = _image_shape(input_shape)
+    return (ConvGridEncoder(shape, arch.channels, depth, arch.slope),
+            ConvGridDecoder(depth, arch.channels, shape, arch.slope))
