@@ -28,9 +28,11 @@ def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, s
     if src.test_x is None:
         train_idx, val_idx, test_idx = _fractions(len(src.train_x), [val_fraction, test_fraction], seed)
         test = (src.train_x[test_idx], None if src.train_y is None else src.train_y[test_idx])
+        test_factors = None if src.factors is None else src.factors[test_idx]
     else:
         train_idx, val_idx = _fractions(len(src.train_x), [val_fraction], seed)
         test = (src.test_x, src.test_y)
+        test_factors = None  # factors are only known for data whose test split is carved from train
 
     x = src.train_x
     if src.standardize:  # statistics of the training split only, so val/test stay unseen
@@ -39,12 +41,13 @@ def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, s
         test = (((test[0] - mean) / std).float(), test[1])
 
     def part(idx: torch.Tensor) -> TensorSplit:
-        return TensorSplit(x[idx], None if src.train_y is None else src.train_y[idx], device)
+        return TensorSplit(x[idx], None if src.train_y is None else src.train_y[idx], device,
+                           None if src.factors is None else src.factors[idx])
 
     return DataModule(
         src.name, tuple(src.train_x.shape[1:]), src.num_classes,  # type: ignore[arg-type]
-        part(train_idx), part(val_idx), TensorSplit(*test, device),
-        class_names=src.class_names, notes=list(src.notes),
+        part(train_idx), part(val_idx), TensorSplit(*test, device, test_factors),
+        class_names=src.class_names, notes=list(src.notes), factors=src.factor_spec,
     )
 
 

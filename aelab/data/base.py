@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,6 +15,7 @@ class Batch:
     x: Tensor  # (B, C, H, W) float images in [0, 1], or (B, D) float vectors
     y: Tensor | None = None  # (B,) int64 class labels, None for unlabeled data
     index: Tensor | None = None  # (B,) int64 positions in the split: a fixed identity per example
+    factors: Tensor | None = None  # (B, F) int64 ground-truth factor indices, None for data without known factors
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -49,9 +50,10 @@ class Split(Protocol):
 class TensorSplit:
     """A split held as one tensor on the training device, batched by indexing a permutation."""
 
-    def __init__(self, x: Tensor, y: Tensor | None, device: torch.device) -> None:
+    def __init__(self, x: Tensor, y: Tensor | None, device: torch.device, factors: Tensor | None = None) -> None:
         self.x = x.to(device)  # (N, C, H, W) uint8 (images) or (N, D) float (vectors)
         self.y = None if y is None else y.to(device=device, dtype=torch.long)  # (N,)
+        self.factors = None if factors is None else factors.to(device=device, dtype=torch.long)  # (N, F)
         self.device = device
         self.has_labels = y is not None
 
@@ -71,7 +73,8 @@ class TensorSplit:
             if order is None and world == 1:
                 sl = slice(first, first + batch_size)
                 index = torch.arange(first, min(first + batch_size, n), device=self.device)
-                yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl], index)
+                yield Batch(to_float(self.x[sl]), None if self.y is None else self.y[sl], index,
+                            None if self.factors is None else self.factors[sl])
             else:
                 idx = (order[first : first + batch_size] if order is not None
                        else torch.arange(first, min(first + batch_size, n), device=self.device))[rank::world]
@@ -79,7 +82,8 @@ class TensorSplit:
 
     def head(self, n: int) -> Batch:
         return Batch(to_float(self.x[:n]), None if self.y is None else self.y[:n],
-                     torch.arange(min(n, len(self)), device=self.device))
+                     torch.arange(min(n, len(self)), device=self.device),
+                     None if self.factors is None else self.factors[:n])
 
     def take(self, indices: list[int]) -> Batch:
         return self._gather(torch.as_tensor(indices, dtype=torch.long, device=self.device))
@@ -87,7 +91,8 @@ class TensorSplit:
     def _gather(self, idx: Tensor) -> Batch:
         # index_select, not x[idx]: advanced indexing takes a general path, 10x slower on CPU for
         # a 128-image uint8 batch (34 us vs 3 us), which is 3% of an MLP training step
-        return Batch(to_float(self.x.index_select(0, idx)), None if self.y is None else self.y.index_select(0, idx), idx)
+        return Batch(to_float(self.x.index_select(0, idx)), None if self.y is None else self.y.index_select(0, idx), idx,
+                     None if self.factors is None else self.factors.index_select(0, idx))
 
 
 class LoaderSplit:
@@ -129,6 +134,15 @@ class LoaderSplit:
                               torch.as_tensor(indices))
 
 
+@dataclass(frozen=True)
+class FactorSpec:
+    """Known factors of variation: their names, how many values each takes, and a renderer for chosen values."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    render: Callable[[Tensor], Tensor]  # factor indices (N, F) int64 -> float images (N, C, H, W) in [0, 1], CPU
+
+
 @dataclass
 class DataModule:
     """The train / validation / test splits of one dataset, with what was really loaded."""
@@ -141,6 +155,13 @@ class DataModule:
     test: Split
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. why a fallback happened
+    factors: FactorSpec | None = None  # data with known factors (dsprites); splits then carry Batch.factors
+
+    def render(self, factor_indices: Tensor) -> Tensor:
+        """Images (N, C, H, W) for chosen factor indices (N, F); only for data with known factors."""
+        if self.factors is None:
+            raise ValueError(f"data '{self.name}' has no known factors to render")
+        return self.factors.render(factor_indices)
 
     def describe(self) -> dict[str, object]:
         return {

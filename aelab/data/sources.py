@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from aelab.data.base import FactorSpec
+
 
 @dataclass
 class TensorData:
@@ -21,6 +23,8 @@ class TensorData:
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     standardize: bool = False  # scale each column to zero mean, unit variance with training-split statistics
+    factors: Tensor | None = None  # (N, F) int64 ground-truth factor indices of train_x (test carved from train)
+    factor_spec: FactorSpec | None = None
 
 
 @dataclass
