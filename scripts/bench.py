@@ -156,7 +156,7 @@ def aelab_trainer(overrides: list[str], run_dir: Path):
     """The trainer `aelab train <overrides>` builds, with no logger (nothing is written but checkpoints)."""
     from hydra import compose, initialize_config_module
 
-    from aelab.commands.train import build_trainer
+    from aelab.engine.build import build_trainer
     from aelab.engine.device import resolve_device
     from aelab.viz.logger import NullLogger
 
@@ -183,7 +183,7 @@ def aelab_epoch(trainer) -> None:
 
 
 def aelab_test_loss(trainer, data) -> float:
-    from aelab.engine.evaluate import mean_terms
+    from aelab.engine.report import mean_terms
 
     return float(sum(mean_terms(trainer.model, data.test, 1000).values()))
 

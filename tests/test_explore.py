@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from aelab.commands import eval as eval_command
 from aelab.commands import interpolate, sample, train
+from aelab.commands.session import RunSession
 from aelab.data.base import TensorSplit
 from aelab.engine.loading import load_run
 from conftest import cli_env, model_names
@@ -108,7 +109,7 @@ def test_anomaly_detection_separates_noise_from_shapes(trained, tmp_path) -> Non
     from aelab.metrics.anomaly import anomaly_metrics
 
     model = load_run(trained["ae"]).model
-    data = eval_command.load_data(_compose([f"run={trained['ae']}"], "eval"), load_run(trained["ae"]), CPU)
+    data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     noise = (torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     found = anomaly_metrics(model, data.test, 64, outliers=TensorSplit(noise, torch.zeros(100), CPU))
     assert found["anomaly_recon_auroc"] > 0.95 and found["anomaly_recon_auprc"] > 0.9
@@ -120,7 +121,7 @@ def test_probes_read_the_shape_from_the_codes(trained) -> None:
     from aelab.metrics.probes import latent_probes
 
     loaded = load_run(trained["ae"])
-    data = eval_command.load_data(_compose([f"run={trained['ae']}"], "eval"), loaded, CPU)
+    data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     found = latent_probes(loaded.model, data.train, data.test, 256, max_train=None)
     assert found["probe_accuracy"] > 0.35 and found["knn_accuracy"] > 0.35  # 4 shapes: chance 0.25 (sd 0.04 on 128)
 
@@ -159,7 +160,7 @@ def test_the_feature_classifier_is_trained_once_per_dataset(trained, monkeypatch
     from aelab.metrics import generation
 
     monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "cache"))
-    data = eval_command.load_data(_compose([f"run={trained['ae']}"], "eval"), load_run(trained["ae"]), CPU)
+    data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     trained_now: list[str] = []
     _, accuracy, path = generation.feature_net(data, CPU, epochs=1, log=trained_now.append)
     assert path.is_file() and path.parent == tmp_path / "cache" / "feature_nets" and len(trained_now) == 1
@@ -212,7 +213,7 @@ def test_posterior_histograms_and_sparse_views(tmp_path) -> None:
 def test_interpolate_picks_by_class_and_the_strip_starts_and_ends_with_the_inputs(trained) -> None:
     out = interpolate.run(_compose([f"run={trained['ae']}", "device=cpu", "by=class", "from=2", "to=3", "steps=5",
                                     "tensorboard=false"], "interpolate"))
-    data = eval_command.load_data(_compose([f"run={trained['ae']}"], "eval"), load_run(trained["ae"]), CPU)
+    data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     assert int(data.test.take([out["from"]]).y) == 2 and int(data.test.take([out["to"]]).y) == 3
     from PIL import Image
 
@@ -224,7 +225,7 @@ def test_arithmetic_of_one_index_decodes_its_own_code(trained) -> None:
     from omegaconf import OmegaConf
 
     loaded = load_run(trained["ae"])
-    data = eval_command.load_data(_compose([f"run={trained['ae']}"], "eval"), loaded, CPU)
+    data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     cfg = OmegaConf.create({"arithmetic": "4 - 4 + 4", "by": "index", "split": "test"})
     operands, result, what = interpolate.arithmetic(loaded.model, data.test, cfg)
     assert what == "#4 - #4 + #4" and operands.shape[0] == 3

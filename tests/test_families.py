@@ -87,7 +87,8 @@ def test_sparse_ae_logs_activations_per_class(compose_cfg) -> None:
     _, data, net = _build(compose_cfg, "model=sparse_ae", "latent_dim=9")
     found = net.eval().diagnostics(data.val.head(64))
     assert found.histograms["activations"].numel() == 64 * 9
-    assert found.images["mean_activation_per_class"].shape[0] == 3  # a (3, H, W) image: 3x3 tiles per class
+    tiles = found.images["mean_activation_per_class"].images  # one 3x3 tile of unit means per class
+    assert tiles.shape[0] == data.num_classes and tiles.shape[-2:] == (48, 48) and float(tiles.amax()) == 1.0
     assert 0 <= found.scalars["mean_activation"] <= 1
 
 

@@ -31,7 +31,7 @@ def test_run_writes_checkpoints_metrics_and_tensorboard(compose_cfg, tmp_path) -
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
     assert {"train/recon", "train/kl", "train/loss", "train/lr", "train/images_per_s", "val/loss", "val/kl"} <= scalars
-    assert {"val/reconstructions", "val/latent_manifold", "val/latent_grid", "samples/prior"} <= images
+    assert {"val/reconstructions", "val/latent_manifold", "val/latent_grid", "val/prior_samples"} <= images
     assert len(events.Images("val/reconstructions")) == 2  # one per epoch
 
     state = load_checkpoint(checkpoint_path(tmp_path))

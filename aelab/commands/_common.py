@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from aelab.errors import UserError, exit_with, full_errors_requested
 
@@ -118,7 +118,3 @@ def save_json(values: dict[str, Any], path: Path) -> Path:
 
     path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")
     return path
-
-
-def config_dict(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,25 +1,27 @@
 """`aelab eval run=<dir>`: measure a trained run on a split; every metric the model's interface allows.
 
-metrics.json holds flat `split/metric` keys: loss terms, reconstruction (BCE, MSE, PSNR, SSIM), the
-family's own diagnostics (KL per dimension, active units, sparsity ...), ELBO terms and the
-importance-sampled NLL (families with a Gaussian posterior), linear-probe / k-NN accuracy of the codes
-with PCA as the reference line, denoising PSNR per noise level, anomaly-detection AUROC / AUPRC, and for
-families with a prior the Fréchet distance and precision / recall in a small classifier's feature space.
+The split's report (loss terms, the family's diagnostics, pictures) comes from the same function training
+uses each epoch (aelab/engine/report.py); eval adds what is too costly for every epoch: reconstruction quality
+(BCE, MSE, PSNR, SSIM), ELBO terms and the importance-sampled NLL (families with a Gaussian posterior),
+linear-probe / k-NN accuracy of the codes with PCA as the reference line, denoising PSNR per noise level,
+anomaly-detection AUROC / AUPRC, and for families with a prior the Fréchet distance and precision / recall in a
+small classifier's feature space. metrics.json holds flat `split/metric` keys and is written as each group of
+metrics is done, so a later failure loses nothing already measured.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from aelab.commands._common import output_dir, run_command, save_json
-from aelab.commands._from_run import load, load_data, named_data_config, print_results
+from aelab.commands._common import run_command
+from aelab.commands.session import RunSession, named_data_config, open_run, print_results
 from aelab.config_check import check_eval
-
-DIAGNOSTIC_EXAMPLES = 5000  # the family's diagnostics are computed on this many examples of the split
+from aelab.errors import UserError
 
 
 def _note(text: str) -> None:
@@ -28,106 +30,104 @@ def _note(text: str) -> None:
     Console(stderr=True).print(f"[dim]{text}[/]", highlight=False)
 
 
-def outlier_split(cfg: DictConfig, loaded, device):
-    """The split of the dataset given as anomaly.outliers, checked to have the model's input shape."""
-    from aelab.data import build_data
-    from aelab.errors import UserError
+def anomaly_plan(cfg: DictConfig, session: RunSession) -> tuple[str, Any] | None:
+    """What anomaly detection will compare, checked before any metric is computed: ("normal", classes) or
+    ("outliers", (split, name)), or None."""
+    model, data = session.model, session.data
+    if cfg.anomaly.outliers is not None:
+        from aelab.data import build_data
 
-    data = build_data(named_data_config(cfg.anomaly.outliers, "anomaly.outliers"), device)
-    if tuple(data.shape) != tuple(loaded.data["shape"]):
-        raise UserError("anomaly.outliers", f"{data.name} has examples of shape {list(data.shape)}, the model "
-                        f"takes {list(loaded.data['shape'])}", "a dataset of the training data's shape")
-    return getattr(data, cfg.split), data.name
+        other = build_data(named_data_config(cfg.anomaly.outliers, "anomaly.outliers"), session.device)
+        session.check_shape(other, "anomaly.outliers")
+        split = getattr(other, session.split_name)
+        if model.conditional and not split.has_labels:
+            raise UserError("anomaly.outliers", f"{other.name} has no labels, and this run's model "
+                            f"({type(model).__name__}) decodes with a class label", "a labelled dataset")
+        return "outliers", (split, other.name)
+    if cfg.anomaly.normal is not None:
+        if not session.split.has_labels:
+            raise UserError("anomaly.normal", f"the {session.split_name} split of {data.name} has no labels",
+                            "anomaly.outliers=<dataset> instead")
+        classes = int(data.num_classes or 0)
+        unknown = [int(c) for c in cfg.anomaly.normal if not 0 <= int(c) < classes]
+        if unknown:
+            names = ", ".join(f"{i}={n}" for i, n in enumerate(data.class_names or [])) or f"0..{classes - 1}"
+            raise UserError("anomaly.normal", f"no class {unknown[0]} in {data.name}", f"classes: {names}")
+        return "normal", [int(c) for c in cfg.anomaly.normal]
+    return None
 
 
-def measure(cfg: DictConfig, loaded, data, split, timings: dict[str, float]) -> dict[str, Any]:
-    """Every metric that applies to this model and data, as {metric: value} (no split prefix)."""
+def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
-    from aelab.engine.evaluate import mean_terms
+    from aelab.engine.report import PictureOptions, measure
     from aelab.metrics.anomaly import anomaly_metrics
     from aelab.metrics.generation import generation_metrics
     from aelab.metrics.posterior import posterior_metrics
     from aelab.metrics.probes import latent_probes
     from aelab.metrics.reconstruction import denoising_psnr, reconstruction_quality
-    from aelab.viz.views import is_image
-
-    model, bs, images = loaded.model, int(cfg.batch_size), is_image(data.shape)
-    values: dict[str, Any] = {}
-
-    def timed(name: str, fn) -> None:
-        start = time.perf_counter()
-        with torch.no_grad():
-            values.update(fn())
-        timings[name] = round(time.perf_counter() - start, 2)
-
-    step = int(loaded.checkpoint.get("progress", {}).get("step", 0))  # step-dependent weights (KL warm-up) as trained
-
-    def terms() -> dict[str, float]:
-        out = {k: float(v) for k, v in mean_terms(model, split, bs, step).items()}
-        return {**out, "loss": sum(out.values())}
-
-    timed("losses", terms)
-    timed("reconstruction", lambda: reconstruction_quality(model, split, bs, images))
-    timed("diagnostics", lambda: model.diagnostics(split.head(min(len(split), DIAGNOSTIC_EXAMPLES))).scalars)
-    if model.has_posterior:
-        timed("posterior", lambda: posterior_metrics(model, split, bs, int(cfg.iw_samples), cfg.get("iw_examples")))
-    if cfg.probe.max_train != 0 and data.num_classes and data.train.has_labels and split.has_labels:
-        timed("probes", lambda: latent_probes(model, data.train, split, bs, cfg.probe.max_train,
-                                              int(cfg.probe.neighbors), int(cfg.seed)))
-    if images and len(cfg.noise):
-        timed("denoising", lambda: denoising_psnr(model, split, bs, [float(v) for v in cfg.noise], int(cfg.seed)))
-    if cfg.anomaly.outliers is not None:
-        outliers, name = outlier_split(cfg, loaded, model.device)
-        values["anomaly_outliers"] = name
-        timed("anomaly", lambda: anomaly_metrics(model, split, bs, outliers=outliers))
-    elif cfg.anomaly.normal is not None and split.has_labels:
-        timed("anomaly", lambda: anomaly_metrics(model, split, bs, normal=[int(c) for c in cfg.anomaly.normal]))
-    if model.has_prior and int(cfg.generation.samples) > 0 and data.num_classes and data.train.has_labels:
-        timed("generation", lambda: generation_metrics(model, data, split, int(cfg.generation.samples), bs,
-                                                       int(cfg.generation.epochs), int(cfg.seed), log=_note))
-    return values
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    from aelab.viz.images import save_png
-    from aelab.viz.views import is_image, reconstruction_figure, reconstruction_grid, save_figure
+    from aelab.viz.explore import eval_views
+    from aelab.viz.views import release
 
     check_eval(cfg)
-    loaded, device = load(cfg)
-    data = load_data(cfg, loaded, device)
-    split = getattr(data, cfg.split)
-    timings: dict[str, float] = {}
-    values = measure(cfg, loaded, data, split, timings)
-    metrics: dict[str, Any] = {f"{cfg.split}/{k}": v for k, v in values.items() if not isinstance(v, str)}
-    metrics.update({"data": data.name, "ckpt": cfg.ckpt, "examples": len(split), "split": cfg.split,
-                    **({"iw_samples": int(cfg.iw_samples)} if f"{cfg.split}/nll_iw" in metrics else {}),
-                    **{k: v for k, v in values.items() if isinstance(v, str)},
-                    "seconds": {k: v for k, v in timings.items()}})
+    with open_run(cfg, "eval") as session:
+        model, data, split, name = session.model, session.data, session.split, session.split_name
+        bs, images, seed = int(cfg.batch_size), model.images, int(cfg.seed)
+        anomaly = anomaly_plan(cfg, session)  # mistakes in the anomaly keys surface before any metric is computed
+        out = session.out
+        out.metrics({"data": data.name, "ckpt": cfg.ckpt, "examples": len(split), "split": name})
+        seconds: dict[str, float] = {}
 
-    out = output_dir(loaded.run_dir, "eval")
-    save_json(metrics, out / "metrics.json")
-    OmegaConf.save(cfg, out / "config.yaml")
-    if cfg.num_images > 0:
-        if is_image(data.shape):
-            head = split.head(int(cfg.num_images))
-            save_png(reconstruction_grid(loaded.model, head.x, head.y), out / "reconstructions.png")
-        else:  # vectors: a scatter of the data and its reconstructions
-            head = split.head(2000)
-            save_figure(reconstruction_figure(loaded.model, head.x, head.y), out / "reconstructions.png")
-    if cfg.tensorboard:
-        from aelab.viz.explore import log_eval_views, log_hparams, writer_for
+        def timed(group: str, fn: Callable[[], dict[str, Any]]) -> None:
+            start = time.perf_counter()
+            with torch.no_grad():
+                found = fn()
+            seconds[group] = round(time.perf_counter() - start, 2)
+            out.metrics({**{f"{name}/{k}": v for k, v in found.items()}, "seconds": dict(seconds)})
 
-        logger = writer_for(out)
-        try:
-            log_eval_views(logger, loaded.model, data, split, cfg.split, int(cfg.views.points), int(cfg.views.tsne),
-                           int(cfg.views.grid_size), int(cfg.seed))
-            log_hparams(logger, loaded.config, metrics)
-        finally:
-            logger.close()
+        wants_pictures = int(cfg.num_images) > 0 or bool(cfg.tensorboard)
+        options = PictureOptions(num_images=int(cfg.num_images) or 32, manifold_points=int(cfg.views.points),
+                                 grid_size=int(cfg.views.grid_size))
+        report = measure(model, split, step=session.step, batch_size=bs, class_names=data.class_names,
+                         pictures=options if wants_pictures else None)
+        out.metrics({f"{name}/{k}": v for k, v in report.scalars.items()})
+        timed("reconstruction", lambda: reconstruction_quality(model, split, bs, images))
+        if model.has_posterior:
+            timed("posterior", lambda: posterior_metrics(model, split, bs, int(cfg.iw_samples), cfg.get("iw_examples")))
+            if f"{name}/nll_iw" in out.values:
+                out.metrics({"iw_samples": int(cfg.iw_samples)})
+        if cfg.probe.max_train != 0 and data.num_classes and data.train.has_labels and split.has_labels:
+            timed("probes", lambda: latent_probes(model, data.train, split, bs, cfg.probe.max_train,
+                                                  int(cfg.probe.neighbors), seed))
+        if images and len(cfg.noise):
+            timed("denoising", lambda: denoising_psnr(model, split, bs, [float(v) for v in cfg.noise], seed))
+        if anomaly is not None and anomaly[0] == "outliers":
+            outliers, other_name = anomaly[1]
+            out.metrics({"anomaly_outliers": other_name})
+            timed("anomaly", lambda: anomaly_metrics(model, split, bs, outliers=outliers))
+        elif anomaly is not None:
+            timed("anomaly", lambda: anomaly_metrics(model, split, bs, normal=anomaly[1]))
+        if model.has_prior and int(cfg.generation.samples) > 0 and data.num_classes and data.train.has_labels:
+            timed("generation", lambda: generation_metrics(model, data, split, int(cfg.generation.samples), bs,
+                                                           int(cfg.generation.epochs), seed, log=_note))
+
+        if int(cfg.num_images) > 0:
+            picture = report.images.get("reconstructions", report.figures.get("reconstructions"))
+            out.picture("reconstructions", picture)
+        if out.logger is not None:
+            from aelab.engine.report import hparams_of
+
+            eval_views(report, model, data, split, name, int(cfg.views.tsne), seed, out.logger.writer)
+            out.report(report, name)
+            numbers = {k: float(v) for k, v in out.values.items() if k.startswith(f"{name}/")
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            out.logger.scalars({k: v for k, v in numbers.items() if k[len(name) + 1 :] not in report.scalars}, 0)
+            out.logger.hparams(hparams_of(session.config), numbers)  # the HParams tab reads those scalars
+        metrics = dict(out.values)
+        release(report.figures.values())  # the ones no sink wrote (TensorBoard closes what it writes)
     shown = {k: v for k, v in metrics.items() if k != "seconds" and "/kl_dim/" not in k}
-    print_results(f"eval: {data.name} {cfg.split} ({len(split)} examples, ckpt={cfg.ckpt})", shown, out)
-    return {**metrics, "output_dir": str(out)}
+    print_results(f"eval: {data.name} {name} ({len(split)} examples, ckpt={cfg.ckpt})", shown, out.dir)
+    return {**metrics, "output_dir": str(out.dir)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="eval")

@@ -6,16 +6,15 @@ Codes are the model's deterministic codes: the posterior mean for VAE-type famil
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from aelab.commands._common import output_dir, run_command
-from aelab.commands._from_run import load, load_data, pick_index, print_results
+from aelab.commands._common import run_command
+from aelab.commands.session import open_run, pick_index, print_results
 from aelab.config_check import ARITHMETIC, check_interpolate
 from aelab.errors import UserError
 
@@ -79,7 +78,7 @@ def arithmetic(model, split, cfg: DictConfig) -> tuple[Tensor, Tensor, str]:
     total, shown, label = 0, [], None
     for sign, value in terms:
         if cfg.by == "class":
-            codes, labels = [], []
+            codes = []
             for batch in split.batches(1024):
                 if batch.y is None:
                     raise UserError("arithmetic", "class means need labels, the data has none", "by=index")
@@ -107,56 +106,45 @@ def arithmetic(model, split, cfg: DictConfig) -> tuple[Tensor, Tensor, str]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch.nn.functional as F
 
-    from aelab.viz.images import grid, save_gif, save_png
-    from aelab.viz.views import is_image, path_figure, samples_figure, save_figure
+    from aelab.viz.images import grid
+    from aelab.viz.views import path_figure, samples_figure
 
     check_interpolate(cfg)
-    loaded, device = load(cfg)
-    data = load_data(cfg, loaded, device)
-    split = getattr(data, cfg.split)
-    model = loaded.model
-    pairs = endpoints(cfg, split)
-    batch = split.take([i for pair in pairs for i in pair])  # (2P, ...) from, to, from, to ...
-    steps, frames_n = int(cfg.steps), int(cfg.frames or cfg.steps)
-    paths = decoded_paths(model, batch.x, batch.y, cfg.method, steps)  # (P, steps, ...)
-    computed = arithmetic(model, split, cfg) if cfg.arithmetic is not None else None  # mistakes before any folder
-    out = output_dir(loaded.run_dir, "interpolate")
-    files, pictures, gif_frames = {}, {}, []
-    if is_image(data.shape):
-        rows = [torch.cat([batch.x[2 * p : 2 * p + 1], paths[p].clamp(0, 1), batch.x[2 * p + 1 : 2 * p + 2]])
-                for p in range(len(pairs))]  # input, path, input
-        pictures["interpolation"] = grid(torch.cat(rows), nrow=steps + 2)
-        files["strip"] = save_png(pictures["interpolation"], out / "interpolation.png").name
-        if cfg.gif:
-            moving = paths if frames_n == steps else decoded_paths(model, batch.x, batch.y, cfg.method, frames_n)
-            scale = max(1, 112 // moving.shape[-1])  # tiny images are enlarged so the GIF is watchable
-            for f in range(frames_n):  # one frame: every pair at the same point of its path
-                big = F.interpolate(moving[:, f].clamp(0, 1), scale_factor=scale, mode="nearest")
-                gif_frames.append(grid(big, nrow=min(len(pairs), 4), pad=0 if len(pairs) == 1 else 2))
-            files["gif"] = save_gif(gif_frames, out / "interpolation.gif", frame_ms=int(cfg.frame_ms)).name
-    else:  # vectors: the decoded path as connected points
-        files["path"] = save_figure(path_figure(batch.x[:2], paths[0]), out / "interpolation.png").name
-    info: dict[str, Any] = {"method": cfg.method, "pairs": ", ".join(f"{i}->{j}" for i, j in pairs), "steps": steps}
-    if computed is not None:
-        operands, result, what = computed
-        info["arithmetic"] = what
-        if is_image(data.shape):  # the operands, then the result
-            pictures["arithmetic"] = grid(torch.cat([operands.clamp(0, 1), result.clamp(0, 1)]), nrow=len(operands) + 1)
-            files["arithmetic_png"] = save_png(pictures["arithmetic"], out / "arithmetic.png").name
-        else:
-            files["arithmetic_png"] = save_figure(samples_figure(result, operands), out / "arithmetic.png").name
-    if cfg.tensorboard and pictures:
-        from aelab.viz.explore import log_strips, writer_for
-
-        logger = writer_for(out)
-        log_strips(logger, "interpolate/strip", pictures["interpolation"], gif_frames)
-        if "arithmetic" in pictures:
-            logger.writer.add_image("interpolate/arithmetic", pictures["arithmetic"], 0)
-        logger.close()
-    OmegaConf.save(cfg, out / "config.yaml")
+    with open_run(cfg, "interpolate") as session:
+        model, split, images = session.model, session.split, session.model.images
+        pairs = endpoints(cfg, split)
+        batch = split.take([i for pair in pairs for i in pair])  # (2P, ...) from, to, from, to ...
+        steps, frames_n = int(cfg.steps), int(cfg.frames or cfg.steps)
+        paths = decoded_paths(model, batch.x, batch.y, cfg.method, steps)  # (P, steps, ...)
+        computed = arithmetic(model, split, cfg) if cfg.arithmetic is not None else None  # mistakes before any folder
+        out = session.out
+        if images:
+            rows = [torch.cat([batch.x[2 * p : 2 * p + 1], paths[p].clamp(0, 1), batch.x[2 * p + 1 : 2 * p + 2]])
+                    for p in range(len(pairs))]  # input, path, input
+            out.picture("interpolation", grid(torch.cat(rows), nrow=steps + 2), tag="interpolate/strip")
+            if cfg.gif:
+                moving = paths if frames_n == steps else decoded_paths(model, batch.x, batch.y, cfg.method, frames_n)
+                scale = max(1, 112 // moving.shape[-1])  # tiny images are enlarged so the GIF is watchable
+                gif_frames = []
+                for f in range(frames_n):  # one frame: every pair at the same point of its path
+                    big = F.interpolate(moving[:, f].clamp(0, 1), scale_factor=scale, mode="nearest")
+                    gif_frames.append(grid(big, nrow=min(len(pairs), 4), pad=0 if len(pairs) == 1 else 2))
+                out.gif("interpolation", gif_frames, int(cfg.frame_ms), tag="interpolate/strip_frames")
+        else:  # vectors: the decoded path as connected points
+            out.picture("interpolation", path_figure(batch.x[:2], paths[0]))
+        info: dict[str, Any] = {"method": cfg.method, "pairs": ", ".join(f"{i}->{j}" for i, j in pairs), "steps": steps}
+        if computed is not None:
+            operands, result, what = computed
+            info["arithmetic_of"] = what
+            if images:  # the operands, then the result
+                picture = grid(torch.cat([operands.clamp(0, 1), result.clamp(0, 1)]), nrow=len(operands) + 1)
+                out.picture("arithmetic", picture, tag="interpolate/arithmetic")
+            else:
+                out.picture("arithmetic", samples_figure(result, operands))
+        files = dict(out.files)
     title = f"interpolate: {cfg.split} " + ", ".join(f"[{i}] -> [{j}]" for i, j in pairs[:4])
-    print_results(title + (" ..." if len(pairs) > 4 else ""), {**files, **info}, out)
-    return {**files, **info, "from": pairs[0][0], "to": pairs[0][1], "output_dir": str(out)}
+    print_results(title + (" ..." if len(pairs) > 4 else ""), {**files, **info}, out.dir)
+    return {**files, **info, "from": pairs[0][0], "to": pairs[0][1], "output_dir": str(out.dir)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="interpolate")

@@ -11,10 +11,10 @@ import math
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from aelab.commands._common import output_dir, run_command
-from aelab.commands._from_run import fitted_gaussian, load, load_data, pick_index, print_results
+from aelab.commands._common import run_command
+from aelab.commands.session import fitted_gaussian, open_run, pick_index, print_results
 from aelab.config_check import check_sample
 from aelab.errors import UserError
 
@@ -32,60 +32,51 @@ def _class_label(cfg: DictConfig, model) -> int | None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
-    from aelab.viz.images import grid, save_png
-    from aelab.viz.views import is_image, latent_codes, latent_grids, samples_figure, save_figure
+    from aelab.viz.images import grid
+    from aelab.viz.views import latent_codes, latent_grids, samples_figure
 
     check_sample(cfg)
-    loaded, device = load(cfg)
-    model = loaded.model
-    label = _class_label(cfg, model)
-    if cfg.style_from is not None and not model.conditional:
-        raise UserError("style_from", f"the model of this run ({type(model).__name__}) does not decode by class",
-                        "a conditional run: model=cvae or cae")
-    images = is_image(tuple(loaded.data["shape"]))
-    needs_data = not model.has_prior or cfg.style_from is not None
-    data = load_data(cfg, loaded, device) if needs_data else None
-    n, info, pictures = int(cfg.n), {}, {}
-    with torch.no_grad():
-        y = None if label is None else torch.full((n,), label, device=model.device)
-        if model.has_prior:
-            drawn, info["source"] = model.sample(n, y), "the prior"
-        else:  # no prior: a Gaussian fitted to the training codes stands in for one
-            mean, cov = fitted_gaussian(model, data.train)
-            z = torch.distributions.MultivariateNormal(mean, cov).sample((n,)).float().to(model.device)
-            y = model.default_labels(n) if y is None else y
-            drawn, info["source"] = model.likelihood.mean(model.decode(z, y)), "a Gaussian fitted to the training codes"
-        name = "samples" if model.has_prior else "samples_fitted_gaussian"
-        if not images:
-            background = None if data is None else data.train.head(2000).x
-            pictures[name] = samples_figure(drawn, background)
-        else:
-            pictures[name] = grid(drawn, nrow=int(math.ceil(math.sqrt(n))))
-            if model.samples_by_class and label is None and model.has_prior:
-                k, per = int(model.num_classes), int(cfg.per_class)  # one row per class
-                labels = torch.arange(k, device=model.device).repeat_interleave(per)
-                pictures["samples_by_class"] = grid(model.sample(k * per, labels), nrow=per)
-            if model.latent_dim == 2:
-                codes = None if model.has_prior else latent_codes(model, data.train, 5000)[0]
-                span = None if cfg.span is None else (float(cfg.span[0]), float(cfg.span[1]))
-                pictures.update(latent_grids(model, codes, int(cfg.grid_size), label, span))
-            if cfg.style_from is not None:
-                pictures["style_transfer"] = style_transfer(model, data, cfg)
-    out = output_dir(loaded.run_dir, "sample")
-    files = {}
-    for key, picture in pictures.items():
-        path = out / f"{key.replace('/', '_')}.png"
-        files[key] = (save_png(picture, path) if isinstance(picture, torch.Tensor) else save_figure(picture, path)).name
-    if cfg.tensorboard and images:
-        from aelab.viz.explore import writer_for
-
-        logger = writer_for(out)
+    with open_run(cfg, "sample") as session:
+        model = session.model
+        label = _class_label(cfg, model)
+        if cfg.style_from is not None and not model.conditional:
+            raise UserError("style_from", f"the model of this run ({type(model).__name__}) does not decode by class",
+                            "a conditional run: model=cvae or cae")
+        images = model.images
+        needs_data = not model.has_prior or cfg.style_from is not None
+        data = session.data if needs_data else None
+        n, info, pictures = int(cfg.n), {}, {}
+        with torch.no_grad():
+            y = None if label is None else torch.full((n,), label, device=model.device)
+            if model.has_prior:
+                drawn, info["source"] = model.sample(n, y), "the prior"
+            else:  # no prior: a Gaussian fitted to the training codes stands in for one
+                mean, cov = fitted_gaussian(model, data.train)
+                z = torch.distributions.MultivariateNormal(mean, cov).sample((n,)).float().to(model.device)
+                y = model.default_labels(n) if y is None else y
+                drawn = model.likelihood.mean(model.decode(z, y))
+                info["source"] = "a Gaussian fitted to the training codes"
+            name = "samples" if model.has_prior else "samples_fitted_gaussian"
+            if not images:
+                background = None if data is None else data.train.head(2000).x
+                pictures[name] = samples_figure(drawn, background)
+            else:
+                pictures[name] = grid(drawn, nrow=int(math.ceil(math.sqrt(n))))
+                if model.samples_by_class and label is None and model.has_prior:
+                    k, per = int(model.num_classes), int(cfg.per_class)  # one row per class
+                    labels = torch.arange(k, device=model.device).repeat_interleave(per)
+                    pictures["samples_by_class"] = grid(model.sample(k * per, labels), nrow=per)
+                if model.latent_dim == 2:
+                    codes = None if model.has_prior else latent_codes(model, data.train, 5000)[0]
+                    span = None if cfg.span is None else (float(cfg.span[0]), float(cfg.span[1]))
+                    pictures.update(latent_grids(model, codes, int(cfg.grid_size), label, span))
+                if cfg.style_from is not None:
+                    pictures["style_transfer"] = style_transfer(model, data, cfg)
         for key, picture in pictures.items():
-            logger.writer.add_image(f"sample/{key}", picture, 0)
-        logger.close()
-    OmegaConf.save(cfg, out / "config.yaml")
-    print_results(f"sample: {n} draws from {info['source']}", {**files, **info}, out)
-    return {**files, **info, "output_dir": str(out)}
+            session.out.picture(key, picture, tag=f"sample/{key}" if images else None)
+        files, out_dir = dict(session.out.files), session.out.dir
+    print_results(f"sample: {n} draws from {info['source']}", {**files, **info}, out_dir)
+    return {**files, **info, "output_dir": str(out_dir)}
 
 
 def style_transfer(model, data, cfg: DictConfig):

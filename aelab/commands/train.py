@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.commands._common import config_dict, remove_if_only_hydra, run_command, save_json
+from aelab.commands._common import remove_if_only_hydra, run_command, save_json
 from aelab.sweep.threads import apply_threads
 from aelab.config_check import check_train
 from aelab.errors import UserError
@@ -34,28 +34,15 @@ def resume_config(stored_raw: dict[str, Any], overrides: list[str]) -> DictConfi
     return cfg
 
 
-def build_trainer(cfg: DictConfig, device, run_dir: str | Path, dist=None):
-    """The data, the model and the engine of a composed train config (no logger yet: the caller sets one)."""
-    from aelab.data import build_data
-    from aelab.engine.build import build_model
-    from aelab.engine.trainer import Trainer
-
-    data = build_data(cfg.data, device)
-    model = build_model(cfg, data.shape, data.num_classes)
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    trainer = Trainer(model, data, cfg.trainer, device=device, logger=None, run_dir=Path(run_dir), seed=int(cfg.seed),
-                      extra_state={"config": config_dict(cfg), "config_raw": raw, "data": data.describe()}, dist=dist)
-    return trainer, data
-
-
 def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (or resume) one run in run_dir; returns the final metrics."""
     import torch
 
-    from aelab.engine.build import build
+    from aelab.engine.build import build, build_trainer
     from aelab.engine.checkpoint import load_latest
     from aelab.engine.device import resolve_device
     from aelab.engine.distributed import setup_distributed
+    from aelab.engine.report import hparams_of
     from aelab.viz.logger import NullLogger
 
     check_train(cfg)
@@ -80,21 +67,13 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         if dist.is_main:
             metrics["world_size"] = dist.world
             save_json(metrics, run_dir / "metrics.json")
-            trainer.logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
+            trainer.logger.hparams(hparams_of(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
     finally:
         trainer.logger.close()
         dist.close()
     if dist.is_main:
         _report(run_dir, metrics, data)
     return metrics
-
-
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    keys = ("latent_dim", "beta", "noise", "seed", "epochs", "batch_size", "lr")
-    out: dict[str, Any] = {k: cfg[k] for k in keys if k in cfg}
-    out["model"] = cfg.model._target_.rsplit(".", 1)[-1]
-    out["arch"] = cfg.arch._target_.rsplit(".", 1)[-1]
-    return out
 
 
 def _report(run_dir: Path, metrics: dict[str, Any], data) -> None:

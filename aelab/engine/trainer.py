@@ -20,8 +20,8 @@ from aelab.instantiate import build
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
-from aelab.engine.evaluate import mean_terms
 from aelab.engine.progress import EpochProgress, seconds_since_launch
+from aelab.engine.report import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
@@ -70,11 +70,16 @@ class Trainer:
         make_scheduler = build(cfg.scheduler, "trainer.scheduler") if cfg.get("scheduler") else None
         self.schedulers = [make_scheduler(o) for o in self.optimizers] if make_scheduler else []
         self.amp_dtype = autocast_dtype(cfg.precision, device)
+        # fp16 needs its gradients scaled so small ones do not flush to zero; bf16 and fp32 do not
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         # opt-in: compilation costs seconds up front and pays off on long runs
         self.loss_fn = torch.compile(model.losses) if cfg.get("compile") else model.losses
         self.seed = seed
         self.data_rng = torch.Generator().manual_seed(seed)  # shuffling order; checkpointed
-        self.step, self.epoch, self.best = 0, 0, math.inf
+        self.monitor, self.monitor_mode = monitor_of(cfg, model)
+        self.step, self.epoch = 0, 0
+        self.best, self.best_epoch = (math.inf if self.monitor_mode == "min" else -math.inf), 0
+        self.stopped_early = False
         self.batch_in_epoch = 0  # > 0 only in a checkpoint written mid-epoch
         self.epoch_start_rng = self.data_rng.get_state()  # replays the epoch's permutation on resume
         self.partial_sums: dict[str, float] = {}  # the epoch's running loss sums at a mid-epoch checkpoint
@@ -96,6 +101,7 @@ class Trainer:
         n_batches = min(n_batches, int(limit)) if limit else n_batches
         if self.epoch == 0 and self.batch_in_epoch == 0:  # closed-form families (PCA) fit here; others: no-op
             self.model.fit_closed_form(self.data.train, int(self.cfg.eval_batch_size))
+        self._check_monitor()
         with EpochProgress(epochs, quiet=not self.dist.is_main) as progress, StopSignals() as self.stop:
             for epoch in range(self.epoch + 1, epochs + 1):
                 train = self._train_epoch(epoch, n_batches, bs, progress) if self.phases else self._evaluate_epoch()
@@ -103,6 +109,13 @@ class Trainer:
                 self._end_epoch(train, progress)
                 if self._stop_requested():  # the epoch checkpoint was just written
                     raise TrainingInterrupted(self.stop.requested or "SIGTERM", self.step)
+                patience = self.cfg.get("early_stopping")
+                if patience and self.epoch - self.best_epoch >= int(patience):
+                    self.stopped_early = True
+                    log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %.6g at epoch %d)",
+                             self.epoch, self.monitor, int(patience), self.best, self.best_epoch)
+                    progress.epoch_done(f"early stopping: {self.monitor} has not improved since epoch {self.best_epoch}")
+                    break
         return self.summary()
 
     def _train_epoch(self, epoch: int, n_batches: int, bs: int, progress: EpochProgress) -> dict[str, float]:
@@ -112,25 +125,39 @@ class Trainer:
             self.epoch_start_rng = self.data_rng.get_state()
         else:  # resuming mid-epoch: replay this epoch's permutation from where it stopped
             self.data_rng.set_state(self.epoch_start_rng)
-        sums = {k: torch.tensor(v, device=self.device) for k, v in self.partial_sums.items()}
+        # Device sums of the current logging interval; each interval's means are logged (train/*) and folded
+        # into the epoch's host-side sums, so the epoch mean needs no second accumulation on the device.
+        epoch_sums: dict[str, float] = dict(self.partial_sums)
+        window: dict[str, torch.Tensor] = {}
+        window_batches = 0
         progress.start_epoch(epoch, n_batches)
         t0 = window_start = time.perf_counter()
         window_images, checked = 0, self.step
+
+        def flush() -> dict[str, float]:
+            """Read the interval's means (the one host sync per interval) and fold them into the epoch's sums."""
+            nonlocal window, window_batches, checked
+            means = self._read(window, max(window_batches, 1), since=checked)
+            for name, value in means.items():
+                if name != "loss":
+                    epoch_sums[name] = epoch_sums.get(name, 0.0) + value * window_batches
+            window, window_batches, checked = {}, 0, self.step
+            return means
         batches = self.data.train.batches(bs, shuffle=True, generator=self.data_rng, start=self.batch_in_epoch,
                                           shard=self.dist.shard)
         for i, batch in enumerate(batches, start=self.batch_in_epoch):
             if i >= n_batches:
                 break
             for name, value in self.train_step(batch).items():
-                sums[name] = sums.get(name, 0) + value
+                window[name] = window.get(name, 0) + value
+            window_batches += 1
             if not self.started:  # start-up cost a user waits through (imports, data, model): see train.log
                 self.started = True
                 log.info("first training step finished, %.2f s after launch", seconds_since_launch())
             self.batch_in_epoch = i + 1
             window_images += len(batch)
             if self.step % log_every == 0 or i == n_batches - 1:
-                means = self._read(sums, self.batch_in_epoch, since=checked)  # the one host sync per interval
-                checked = self.step
+                means = flush()
                 ips = window_images / max(time.perf_counter() - window_start, 1e-9)
                 self.logger.scalars({**{f"train/{k}": v for k, v in means.items()},
                                      "train/lr": self.optimizers[0].param_groups[0]["lr"],
@@ -139,23 +166,25 @@ class Trainer:
                 window_start, window_images = time.perf_counter(), 0
             stopping = self._stop_requested()
             if stopping or (save_every and self.step % int(save_every) == 0 and i < n_batches - 1):
-                self._read(sums, self.batch_in_epoch, since=checked)  # never checkpoint a diverged model
-                checked = self.step
-                self.partial_sums = {k: float(v) for k, v in sums.items()}
+                flush()  # never checkpoint a diverged model
+                self.partial_sums = dict(epoch_sums)
                 self.save("last")
                 if stopping:
                     raise TrainingInterrupted(self.stop.requested or "SIGTERM", self.step)
         self.epoch_seconds.append(time.perf_counter() - t0)
         for scheduler in self.schedulers:
             scheduler.step()
-        means = self._read(sums, max(self.batch_in_epoch, 1), since=checked)
+        flush()
+        done = max(self.batch_in_epoch, 1)
+        means = {name: total / done for name, total in epoch_sums.items()}
+        means["loss"] = sum(v for k, v in means.items() if not k.startswith("grad_norm_"))
         self.batch_in_epoch, self.partial_sums = 0, {}
         return means
 
     def _evaluate_epoch(self) -> dict[str, float]:
         """An epoch of a model with nothing to optimise (no phases): the training split's terms."""
         t0 = time.perf_counter()
-        train = self.evaluate(self.data.train)
+        train = self.evaluate(self.data.train).scalars
         self.epoch_seconds.append(time.perf_counter() - t0)
         return train
 
@@ -174,12 +203,21 @@ class Trainer:
             if self.skip_budget is not None and not torch.isfinite(loss):  # opt-in: costs a sync per step
                 self._skip_batch(phase.name, chosen)
                 continue
-            loss.backward()
+            if self.scaler is None:
+                loss.backward()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(optimizer)  # clip and log the true gradients
             if self.cfg.grad_clip:
                 norm = torch.nn.utils.clip_grad_norm_(phase.parameters, float(self.cfg.grad_clip))
                 logged[f"grad_norm_{phase.name}"] = norm.detach()
-            optimizer.step()
+            if self.scaler is None:
+                optimizer.step()
+            else:
+                self.scaler.step(optimizer)  # skipped (and the scale lowered) when the fp16 gradients overflowed
             logged.update({k: v.detach().float() for k, v in chosen.items()})
+        if self.scaler is not None:
+            self.scaler.update()
         return logged
 
     def _skip_batch(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
@@ -191,10 +229,29 @@ class Trainer:
             raise DivergedError(f"loss term '{bad[0]}'", f"non-finite in more than {self.skip_budget} batches "
                                 f"(last at step {self.step})", REMEDIES)
 
-    def evaluate(self, split: Split) -> dict[str, float]:
-        """Mean of every loss term over a split (per image), plus their sum as `loss`."""
-        means = mean_terms(self.model, split, int(self.cfg.eval_batch_size), self.step, self.amp_dtype)
-        return self._read(means, 1)
+    def evaluate(self, split: Split, pictures=None) -> Report:
+        """The report of a split: mean loss terms (plus their sum as `loss`), the family's diagnostics and,
+        when a sink shows them, pictures (aelab/engine/report.py)."""
+        return measure(self.model, split, step=self.step, batch_size=int(self.cfg.eval_batch_size),
+                       amp_dtype=self.amp_dtype, pictures=pictures, class_names=self.data.class_names,
+                       read=lambda sums: self._read(sums, 1))
+
+    @torch.no_grad()
+    def _check_monitor(self) -> None:
+        """Refuse a monitor this run never measures before the first step, not after the first epoch."""
+        if self.monitor in ("val/loss", "train/loss"):
+            return
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            was_training = self.model.training
+            self.model.eval()
+            head = self.data.val.head(min(len(self.data.val), 64))
+            names = {*self.model.losses(head, self.step), "loss", *self.model.diagnostics(head).scalars}
+            self.model.train(was_training)
+        known = sorted(f"{split}/{name}" for split in ("val", "train") for name in names)
+        if self.monitor not in known:
+            raise UserError("trainer.monitor", f"{self.monitor} is not measured by this run",
+                            "one of: " + ", ".join(known))
 
     # ---- bookkeeping ----------------------------------------------------------------------
     def _read(self, sums: dict[str, torch.Tensor], count: int, since: int | None = None) -> dict[str, float]:
@@ -217,24 +274,31 @@ class Trainer:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + 1)
-            val = self.evaluate(self.data.val)
-            self.logger.views(self.model, self.data, self.step, self.epoch)
-        self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **{f"val/{k}": v for k, v in val.items()}}
-        self.logger.scalars({f"val/{k}": v for k, v in val.items()} | {"epoch": self.epoch}, self.step)
-        improved = val["loss"] < self.best
-        self.best = min(self.best, val["loss"])
+            pictures = self.logger.picture_options(self.epoch) if self.dist.is_main else None
+            report = self.evaluate(self.data.val, pictures)
+        val = report.scalars
+        self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **report.prefixed("val")}
+        self.logger.report(report, "val", self.step)
+        self.logger.scalars({"train/epoch": self.epoch}, self.step)
+        value = self.last_metrics[self.monitor]
+        improved = value < self.best if self.monitor_mode == "min" else value > self.best
+        if improved:
+            self.best, self.best_epoch = value, self.epoch
         self.save("last")
         if improved:
             self._copy_checkpoint("last", "best")
         seconds = self.epoch_seconds[-1]
+        shown = f"  {self.monitor} {value:.4f}" if self.monitor != "val/loss" else ""
         progress.epoch_done(
             f"epoch {self.epoch}/{int(self.cfg.epochs)}  train/loss {train['loss']:.4f}  "
-            f"val/loss {val['loss']:.4f}{' *' if improved else ''}  {seconds:.1f}s"
+            f"val/loss {val['loss']:.4f}{shown}{' *' if improved else ''}  {seconds:.1f}s"
         )
 
-    def summary(self) -> dict[str, float]:
-        out = dict(self.last_metrics)
-        out["val/best_loss"] = self.best
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.last_metrics)
+        out["monitor"], out["monitor_mode"] = self.monitor, self.monitor_mode
+        out["monitor_best"], out["monitor_best_epoch"] = self.best, self.best_epoch
+        out["stopped_early"] = self.stopped_early
         out["epochs"], out["steps"] = self.epoch, self.step
         if self.epoch_seconds:
             out["time/epoch_s"] = statistics.median(self.epoch_seconds)
@@ -249,7 +313,9 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
-            "progress": {"step": self.step, "epoch": self.epoch, "best": self.best,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            "progress": {"step": self.step, "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
+                         "monitor": self.monitor,
                          "epoch_seconds": list(self.epoch_seconds), "batch_in_epoch": self.batch_in_epoch,
                          "partial_sums": dict(self.partial_sums), "skipped": self.skipped},
             "rng": rng,
@@ -262,8 +328,12 @@ class Trainer:
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(self.schedulers, state["schedulers"]):
             scheduler.load_state_dict(saved)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         progress = state["progress"]
-        self.step, self.epoch, self.best = int(progress["step"]), int(progress["epoch"]), float(progress["best"])
+        self.step, self.epoch = int(progress["step"]), int(progress["epoch"])
+        if progress.get("monitor", "val/loss") == self.monitor:  # a resume that changes the monitor starts afresh
+            self.best, self.best_epoch = float(progress["best"]), int(progress.get("best_epoch", self.epoch))
         self.epoch_seconds = list(progress.get("epoch_seconds", []))
         self.batch_in_epoch = int(progress.get("batch_in_epoch", 0))
         self.partial_sums = dict(progress.get("partial_sums", {}))

@@ -1,18 +1,24 @@
-"""What the engine logs through: scalars each interval, views each epoch. `logger=none` logs nothing."""
+"""What the engine and the commands write through: sinks for reports. `logger=none` writes nothing.
+
+A logger never decides what is measured (aelab/engine/report.py does); it only says how many pictures it would
+show (`picture_options`: None means it shows none, so none are drawn) and writes what it is given.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aelab.data.base import DataModule
-from aelab.models.base import Autoencoder
+if TYPE_CHECKING:
+    from aelab.viz.report import PictureOptions, Report
 
 
 class Logger(Protocol):
     def scalars(self, values: dict[str, float], step: int) -> None: ...
 
-    def views(self, model: Autoencoder, data: DataModule, step: int, epoch: int) -> None: ...
+    def picture_options(self, epoch: int) -> PictureOptions | None: ...
+
+    def report(self, report: Report, prefix: str, step: int) -> None: ...
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None: ...
 
@@ -26,7 +32,10 @@ class NullLogger:
     def scalars(self, values: dict[str, float], step: int) -> None:
         pass
 
-    def views(self, model: Autoencoder, data: DataModule, step: int, epoch: int) -> None:
+    def picture_options(self, epoch: int) -> PictureOptions | None:
+        return None
+
+    def report(self, report: Report, prefix: str, step: int) -> None:
         pass
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:

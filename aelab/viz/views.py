@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from aelab.data.base import Split
-from aelab.models.base import Autoencoder
+from aelab.models.base import Autoencoder, Picture
 from aelab.viz.images import grid
 
 
@@ -217,6 +217,14 @@ def path_figure(ends: Tensor, path: Tensor):
     return fig
 
 
+def release(figures) -> None:
+    """Free matplotlib figures (pyplot keeps every open one alive)."""
+    import matplotlib.pyplot as plt
+
+    for fig in list(figures):
+        plt.close(fig)
+
+
 def save_figure(fig, path: Path) -> Path:
     """Write a matplotlib figure as PNG and release it."""
     import matplotlib.pyplot as plt
@@ -225,3 +233,32 @@ def save_figure(fig, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ---- an epoch's pictures (the engine's report asks for them; sinks show them) -----------------------
+def render(picture: Picture) -> Tensor:
+    """A family's Picture as a (3, H, W) grid image."""
+    return grid(picture.images, nrow=picture.per_row)
+
+
+@torch.no_grad()
+def split_pictures(report, model: Autoencoder, split: Split, options, class_names: list[str] | None) -> None:
+    """Add the shared views of a split to a report: reconstructions, the latent manifold and the codes' histogram,
+    the decoded latent grid (2-D codes) and prior samples; scatter plots instead of grids for vector data."""
+    codes, labels = latent_codes(model, split, options.manifold_points)
+    many = split.head(options.manifold_points)
+    if model.images:
+        head = split.head(options.num_images)
+        report.images["reconstructions"] = reconstruction_grid(model, head.x, head.y)
+        if model.latent_dim == 2:
+            report.images.update(latent_grids(model, codes, options.grid_size))
+        if model.has_prior:
+            report.images["prior_samples"] = prior_samples(model, options.num_samples)
+    else:
+        report.figures["reconstructions"] = reconstruction_figure(model, many.x, many.y)
+        if model.latent_dim == 1:
+            report.figures["decoded_curve"] = decoded_curve_figure(model, many.x, many.y)
+        if model.has_prior:
+            report.figures["prior_samples"] = samples_figure(model.sample(1000), many.x)
+    report.figures["latent_manifold"] = manifold_figure(codes, labels, class_names)
+    report.histograms["codes"] = codes

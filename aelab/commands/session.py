@@ -1,0 +1,237 @@
+"""One run session for the commands that open a trained run (eval, sample, interpolate, ...).
+
+`RunSession` opens the run (stored config, checkpoint, model, data, split, device); its `out` writes the results
+(PNG/GIF files, metrics.json, TensorBoard images and scalars, the config used, the terminal table) into a new
+folder `<run>/<command>/<time>/`, created on first use so a command that fails early leaves nothing behind.
+Each command is then only what it computes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.commands._common import output_dir
+from aelab.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from aelab.data.base import DataModule, Split
+    from aelab.engine.loading import LoadedRun
+    from aelab.engine.report import Report
+    from aelab.models.base import Autoencoder
+
+
+class ResultWriter:
+    """A command's output folder and its TensorBoard events; metrics.json is rewritten as values arrive, so a later
+    failure never loses what was already measured."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool) -> None:
+        self.dir = out_dir
+        self.values: dict[str, Any] = {}
+        self.files: dict[str, str] = {}
+        self._tensorboard = tensorboard
+        self._logger = None
+
+    @property
+    def logger(self):
+        """The TensorBoard sink of this folder (tensorboard --logdir <run> shows it beside training), or None."""
+        if self._logger is None and self._tensorboard:
+            from aelab.viz.tensorboard import TensorBoardLogger
+
+            self._logger = TensorBoardLogger(self.dir)
+        return self._logger
+
+    def picture(self, name: str, picture: Any, tag: str | None = None) -> Path:
+        """A (3, H, W) image or a matplotlib figure as <name>.png, and as a TensorBoard image under `tag`."""
+        import torch
+
+        from aelab.viz.images import save_png
+        from aelab.viz.views import save_figure
+
+        path = self.dir / f"{name.replace('/', '_')}.png"
+        if isinstance(picture, torch.Tensor):
+            save_png(picture, path)
+            if tag and self.logger is not None:
+                self.logger.writer.add_image(tag, picture, 0)
+        else:
+            if tag and self.logger is not None:
+                self.logger.writer.add_figure(tag, picture, 0, close=False)
+            save_figure(picture, path)
+        self.files[name] = path.name
+        return path
+
+    def gif(self, name: str, frames: list[Any], frame_ms: int, tag: str | None = None) -> Path:
+        """Frames as <name>.gif; in TensorBoard as steps of one image (the step slider plays it)."""
+        from aelab.viz.images import save_gif
+
+        path = save_gif(frames, self.dir / f"{name}.gif", frame_ms=frame_ms)
+        if tag and self.logger is not None:
+            for step, frame in enumerate(frames):
+                self.logger.writer.add_image(tag, frame, step)
+        self.files[f"{name}_gif"] = path.name
+        return path
+
+    def metrics(self, values: dict[str, Any]) -> None:
+        """Add values to metrics.json now (the file is replaced atomically)."""
+        self.values.update(values)
+        tmp = self.dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(self.values, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(self.dir / "metrics.json")
+
+    def report(self, report: Report, prefix: str, step: int = 0) -> None:
+        if self.logger is not None:
+            self.logger.report(report, prefix, step)
+
+    def close(self, cfg: DictConfig) -> None:
+        OmegaConf.save(cfg, self.dir / "config.yaml")
+        if self._logger is not None:
+            self._logger.close()
+
+
+class RunSession:
+    """A trained run opened for one command."""
+
+    def __init__(self, cfg: DictConfig, command: str) -> None:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        from aelab.engine.device import resolve_device
+        from aelab.engine.loading import load_run
+        from aelab.sweep.threads import apply_threads
+
+        self.cfg, self.command = cfg, command
+        apply_threads(cfg.get("threads", "auto"))
+        threadpool_limits(torch.get_num_threads())  # numpy / scikit-learn BLAS (probes, PCA, t-SNE) use as many
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        self.device: torch.device = resolve_device(cfg.get("device", "auto"))
+        self.run: LoadedRun = load_run(cfg.run, cfg.get("ckpt", "last"), self.device)
+        self.model: Autoencoder = self.run.model
+        self._out: ResultWriter | None = None
+
+    @property
+    def config(self) -> DictConfig:
+        """The run's resolved training config."""
+        return self.run.config
+
+    @property
+    def step(self) -> int:
+        """The training step of the checkpoint (step-dependent weights such as a KL warm-up, as trained)."""
+        return int(self.run.checkpoint.get("progress", {}).get("step", 0))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.run.data["shape"])
+
+    @cached_property
+    def data(self) -> DataModule:
+        """The dataset given with data= on this command line, else the one the run was trained on."""
+        from aelab.data import build_data
+
+        data = build_data(self.cfg.data if self.cfg.get("data") else self.config.data, self.device)
+        self.check_shape(data, "data")
+        return data
+
+    def check_shape(self, data: DataModule, key: str) -> None:
+        if tuple(data.shape) != self.input_shape:
+            raise UserError(key, f"{data.name} has examples of shape {list(data.shape)}, the model takes "
+                            f"{list(self.input_shape)}", "a dataset of the training data's shape")
+
+    @property
+    def split_name(self) -> str:
+        return str(self.cfg.get("split", "test"))
+
+    @property
+    def split(self) -> Split:
+        return getattr(self.data, self.split_name)
+
+    @property
+    def out(self) -> ResultWriter:
+        """The command's output folder, created on first use."""
+        if self._out is None:
+            self._out = ResultWriter(output_dir(self.run.run_dir, self.command), bool(self.cfg.get("tensorboard", False)))
+        return self._out
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close(self.cfg)
+
+
+@contextmanager
+def open_run(cfg: DictConfig, command: str) -> Iterator[RunSession]:
+    """A RunSession whose output folder gets its config and TensorBoard events closed however the command ends."""
+    session = RunSession(cfg, command)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def print_results(title: str, values: dict[str, Any], out_dir: Path) -> None:
+    """The terminal table: one row per value, then where the files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console = Console()
+    console.print(table)
+    console.print(f"results: {out_dir}", soft_wrap=True, highlight=False)
+
+
+# ---- choosing examples and data by what the user named ----------------------------------------------
+def named_data_config(spec: Any, key: str) -> DictConfig:
+    """A dataset config by name (conf/data/<name>.yaml), or {name: <name>, ...keys to change} for its options."""
+    from importlib import resources
+
+    changes = OmegaConf.create(spec) if isinstance(spec, (dict, DictConfig)) else OmegaConf.create({"name": spec})
+    name = str(changes.pop("name", ""))
+    folder = resources.files("aelab.conf") / "data"
+    options = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in options:
+        raise UserError(key, f"unknown dataset {name!r}", "one of: " + ", ".join(options))
+    return OmegaConf.merge(OmegaConf.create((folder / f"{name}.yaml").read_text()), changes)
+
+
+def first_of_class(split: Split, label: int, key: str) -> int:
+    """Index of the first example of class `label` in the split."""
+    seen = 0
+    for batch in split.batches(4096):
+        if batch.y is None:
+            raise UserError(key, "the data has no labels", f"pick an index: by=index {key}=N")
+        hits = (batch.y == int(label)).nonzero()
+        if len(hits):
+            return seen + int(hits[0])
+        seen += len(batch)
+    raise UserError(key, f"no example of class {label} in the split", "another class, or by=index")
+
+
+def pick_index(split: Split, value: int, by: str, key: str, split_name: str) -> int:
+    """An example of the split chosen by `key`: its index (by=index), or the first of that class (by=class)."""
+    index = first_of_class(split, int(value), key) if by == "class" else int(value)
+    if index >= len(split):
+        raise UserError(key, f"index {index} is past the end of the {split_name} split", f"0..{len(split) - 1}")
+    return index
+
+
+def fitted_gaussian(model: Autoencoder, split: Split, batch_size: int = 1024) -> tuple[Any, Any]:
+    """Mean (D,) and covariance (D, D) of the model's codes on a split: a stand-in prior for families without one
+    (ex-post density estimation, Ghosh et al. 2020)."""
+    import torch
+
+    from aelab.viz.views import latent_codes
+
+    codes, _ = latent_codes(model, split, limit=20000, batch_size=batch_size)  # (N, D) on the CPU
+    codes = codes.double()
+    cov = torch.cov(codes.T).reshape(codes.shape[1], codes.shape[1]) + 1e-6 * torch.eye(codes.shape[1])
+    return codes.mean(0), cov

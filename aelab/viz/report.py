@@ -1,0 +1,34 @@
+"""The report of a split: what was measured (scalars, histograms) and drawn (pictures), for sinks to write.
+
+aelab/engine/report.py fills it (`measure`); TensorBoard, metrics.json and the terminal table only write it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PictureOptions:
+    """How much a picture-showing sink wants drawn; computing pictures is skipped when no sink shows them."""
+
+    num_images: int = 32  # reconstructions shown
+    manifold_points: int = 2000  # codes in the manifold scatter
+    grid_size: int = 15  # n x n decoded latent grid (2-D codes)
+    num_samples: int = 64  # prior samples shown
+
+
+@dataclass
+class Report:
+    """One measurement of a split: scalars by name (no split prefix), histograms, and pictures."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Tensor] = field(default_factory=dict)
+    images: dict[str, Tensor] = field(default_factory=dict)  # (3, H, W) in [0, 1]
+    figures: dict[str, Any] = field(default_factory=dict)  # matplotlib figures (scatter plots of vectors)
+
+    def prefixed(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}/{k}": v for k, v in self.scalars.items()}
