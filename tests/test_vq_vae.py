@@ -99,6 +99,13 @@ def test_vectors_are_refused_in_one_line(compose_cfg) -> None:
     assert len(error.value.line().splitlines()) == 1
 
 
+def test_the_preset_is_the_papers_setting_on_a_7x7_grid(compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=vq_vae_mnist", "device=cpu"])
+    net = build_model(cfg, (1, 28, 28), 10)  # MNIST's shape, no data needed
+    assert net.grid == (7, 7) and net.embedding_dim == 64 and net.codebook_size == 512
+    assert net.commitment == 0.25 and net.codebook.ema and net.codebook.decay == 0.99
+
+
 def test_commitment_follows_beta_and_defaults_to_the_papers(compose_cfg) -> None:
     cfg = compose_cfg([*TINY, *GRID])
     assert cfg.beta == 0.25 and cfg.model.commitment == 0.25

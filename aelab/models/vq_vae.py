@@ -14,7 +14,8 @@ either exponential-moving-average codebook updates (ema=true, the paper's append
 codebook term ||sg[z_e] - e||^2 (ema=false). Squared distances are summed over the grid per example, like the
 reconstruction term. Codes no vector chose for `restart_after` steps are restarted on encoder outputs of the
 batch (restart_dead), drawn in proportion to their squared distance from their code (k-means++ seeding), so
-a restart lands where the codebook fits worst.
+a restart lands where the codebook fits worst; with restarts on, the first training batch seeds every code
+this way (without, the codebook starts as N(0, 1) draws, as in Sonnet's reference implementation).
 
 There is no prior during training (the paper keeps it uniform): the two-stage prior is a PixelCNN over the
 grid of code indices, fitted afterwards (aelab/models/pixelcnn_prior.py).
@@ -58,7 +59,10 @@ class Codebook(nn.Module):
             self.register_buffer("embed_sum", init.clone())
         else:
             self.vectors = nn.Parameter(init)
-        self.register_buffer("unused", torch.zeros(size, dtype=torch.long))  # training steps since last chosen
+        # training steps since each code was last chosen; with restarts every code starts out dead, so the first
+        # training batch seeds the whole codebook from encoder outputs (random vectors far from them never win)
+        start = restart_after if restart_dead else 0
+        self.register_buffer("unused", torch.full((size,), start, dtype=torch.long))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # codes restarted so far
 
     @torch.no_grad()
