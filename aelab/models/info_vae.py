@@ -27,7 +27,7 @@ class InfoVAE(VAE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
                  alpha: Annotated[float, Range(None, 1)] = 0.0,
-                 lambda_mmd: Annotated[float, Range(0, None, low_open=True)] = 1000.0,
+                 lambda_mmd: Annotated[float, Range(0, None, low_open=True)] = 10.0,
                  kernel: Annotated[str, OneOf(KERNELS)] = "rbf",
                  scales: Annotated[Sequence[float], Range(0, None, low_open=True)] = SCALES) -> None:
         # the VAE's KL weight (its beta) is 1 - alpha: the paper's weight on the per-example KL
@@ -37,7 +37,7 @@ class InfoVAE(VAE):
 
     @classmethod
     def check_options(cls, options: dict, key: str) -> None:
-        alpha, lam = float(options.get("alpha", 0.0)), float(options.get("lambda_mmd", 1000.0))
+        alpha, lam = float(options.get("alpha", 0.0)), float(options.get("lambda_mmd", 10.0))
         if alpha + lam - 1 < 0:
             raise UserError(f"{key}.lambda_mmd", f"the MMD weight alpha + lambda - 1 = {alpha + lam - 1:g} is negative",
                             f"lambda_mmd >= {1 - alpha:g} for alpha = {alpha:g}")

@@ -27,7 +27,7 @@ FD_STEP = 1e-2  # gradient_penalty: step of the central difference along a rando
 class RAE(AE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 code_weight: Annotated[float, Range(0, None)] = 1.0,
+                 code_weight: Annotated[float, Range(0, None)] = 0.1,
                  regulariser: Annotated[str, OneOf(REGULARISERS)] = "l2",
                  reg_weight: Annotated[float, Range(0, None)] = 1e-3) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes)
