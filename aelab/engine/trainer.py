@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -275,6 +276,8 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + 1)
             pictures = self.logger.picture_options(self.epoch) if self.dist.is_main else None
+            if pictures is not None and getattr(self.data, "factors", None) is not None:
+                pictures = dataclasses.replace(pictures, traversal=True)  # known factors: show what each code moves
             report = self.evaluate(self.data.val, pictures)
         val = report.scalars
         self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **report.prefixed("val")}

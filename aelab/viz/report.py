@@ -19,6 +19,9 @@ class PictureOptions:
     manifold_points: int = 2000  # codes in the manifold scatter
     grid_size: int = 15  # n x n decoded latent grid (2-D codes)
     num_samples: int = 64  # prior samples shown
+    traversal: bool = False  # latent traversals too (the engine asks for them on data with known factors)
+    traversal_dims: int = 10  # dimensions shown, by decreasing KL for VAE-type families
+    traversal_steps: int = 10  # steps of each sweep
 
 
 @dataclass

@@ -262,3 +262,68 @@ def split_pictures(report, model: Autoencoder, split: Split, options, class_name
             report.figures["prior_samples"] = samples_figure(model.sample(1000), many.x)
     report.figures["latent_manifold"] = manifold_figure(codes, labels, class_names)
     report.histograms["codes"] = codes
+    if options.traversal and model.images:  # data with known factors: which dimension moves which factor
+        first = split.head(1)
+        dims, _ = traversal_order(model, many.x, many.y)
+        low, high = traversal_range(model, codes)
+        rows = traversal(model, first.x, first.y, dims[: options.traversal_dims], low, high, options.traversal_steps)
+        report.images["traversal"] = traversal_grid(rows)
+
+
+# ---- latent traversals ------------------------------------------------------------------------------
+@torch.no_grad()
+def traversal_order(model: Autoencoder, x: Tensor, y: Tensor | None = None) -> tuple[list[int], Tensor | None]:
+    """Code dimensions by decreasing KL (families with a Gaussian posterior, KL per dimension on x), else in order;
+    and the KLs (D,) or None."""
+    if not model.has_posterior:
+        return list(range(model.latent_dim)), None
+    from aelab.models.vae import gaussian_kl
+
+    mu, logvar = model.posterior(x, y)
+    kl = gaussian_kl(mu.float(), logvar.float()).mean(0).cpu()  # (D,)
+    return [int(d) for d in kl.argsort(descending=True)], kl
+
+
+@torch.no_grad()
+def traversal_range(model: Autoencoder, codes: Tensor | None, span: tuple[float, float] | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """Low and high (D,) of each dimension's sweep: `span` if given, else the prior's 2%..98% quantiles, else
+    (no prior) those of the codes."""
+    d = model.latent_dim
+    if span is not None:
+        return torch.full((d,), float(span[0])), torch.full((d,), float(span[1]))
+    if model.has_prior or codes is None:
+        lo, hi = model.prior_quantile(torch.tensor([0.02, 0.98])).float().cpu()
+        return lo.expand(d).clone(), hi.expand(d).clone()
+    return torch.quantile(codes.float(), 0.02, dim=0), torch.quantile(codes.float(), 0.98, dim=0)
+
+
+@torch.no_grad()
+def traversal(model: Autoencoder, x: Tensor, y: Tensor | None, dims: list[int], low: Tensor, high: Tensor,
+              steps: int) -> Tensor:  # (len(dims), steps, C, H, W)
+    """One example's code (x: (1, ...)) with each listed dimension swept from low[d] to high[d], decoded."""
+    z = model.encode(x, y).float()  # (1, D)
+    t = torch.linspace(0, 1, steps, device=z.device)
+    codes = z.repeat(len(dims) * steps, 1)  # (len(dims) * steps, D)
+    for row, d in enumerate(dims):
+        codes[row * steps : (row + 1) * steps, d] = float(low[d]) + t * float(high[d] - low[d])
+    labels = None if y is None else y.expand(len(codes))
+    images = model.likelihood.mean(model.decode(codes.to(z.dtype), labels)).float()
+    return images.view(len(dims), steps, *images.shape[1:])
+
+
+def traversal_grid(rows: Tensor) -> Tensor:
+    """(R, S, C, H, W) -> one image: a row per dimension, a column per step."""
+    return grid(rows.flatten(0, 1), nrow=rows.shape[1], pad=1)
+
+
+def traversal_gif_frames(rows: Tensor) -> list[Tensor]:
+    """One frame per step, each showing every dimension's image at that step (the animation cycles the sweeps)."""
+    cells = rows.shape[0]
+    per_row = min(cells, max(1, math.ceil(math.sqrt(cells))))
+    scale = max(1, 64 // rows.shape[-1])  # tiny images are enlarged so the GIF is watchable
+    frames = []
+    for s in range(rows.shape[1]):
+        frame = rows[:, s].repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+        frames.append(grid(frame, nrow=per_row, pad=2))
+    return frames
