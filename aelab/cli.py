@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
     "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
     "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
+    "traverse": "latent traversals, a row per code dimension: aelab traverse run=<run> steps=10",
     "fit-prior": "fit a density to a run's training codes: aelab fit-prior run=<run> prior=gmm components=10",
     "report": "tabulate the runs under a folder, seeds as mean ± std: aelab report multirun/<date>/<time>",
 }
