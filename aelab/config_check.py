@@ -1,129 +1,203 @@
-"""Validation of user-facing config values before any work starts (no torch import here)."""
+"""Validation of a composed config before any work starts: every key against the one schema that declares it.
+
+No family, arch, data source or logger is named here: a node with a `_target_` is checked against its target's
+signature (aelab/schema.py), the trainer against aelab/engine/options.py, a dataset's shared keys against
+`DATA_KEYS`, and each command's own keys against its table below. A mistake becomes
+`error: <key>: <problem> (<allowed>)`, naming the key the user typed (`noise`, not the `model.input_noise` that
+interpolates it).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.engine.options import CHECKPOINTS, DEVICES, TrainerOptions
 from aelab.errors import UserError
+from aelab.metrics.directions import MODES
+from aelab.schema import Annotated, OneOf, Range, check_against, check_target, check_value, signature_of
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-LIKELIHOODS = ("bernoulli", "gaussian")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SPLITS = ("train", "val", "test")  # the splits every dataset has (DataModule.train/.val/.test)
+INTERPOLATION_METHODS = ("lerp", "slerp")
+PICK_BY = ("index", "class")  # what from/to/style_from name: an index of the split, or a class
+THREADS = Annotated[Literal["auto"] | int, Range(1, None)]
+COUNT = Annotated[int, Range(0, None)]
+POSITIVE = Annotated[int, Range(1, None)]
+OPTIONAL_CLASS = Annotated[int | None, Range(0, None)]
+
+# Arguments the code passes to a target itself: a config key of that name is refused.
+PROVIDED = {
+    "model": ("arch", "input_shape", "num_classes"),
+    "logger": ("log_dir", "start_step"),
+    "trainer.optimizer": ("params",),
+    "trainer.scheduler": ("optimizer",),
+}
+GROUPS = ("data", "model", "arch", "trainer", "logger")  # config groups: nodes with schemas of their own
+
+RUN_KEYS: dict[str, Any] = {  # every command that opens a run or starts one
+    "device": Annotated[str, OneOf(DEVICES)],
+    "seed": COUNT,
+    "batch_size": POSITIVE,
+    "threads": THREADS,
+}
+TRAIN_KEYS: dict[str, Any] = {
+    **RUN_KEYS,
+    "latent_dim": POSITIVE,
+    "beta": Annotated[float, Range(0, None)],
+    "noise": Annotated[float, Range(0, None)],
+    "epochs": COUNT,
+    "lr": Annotated[float, Range(0, None, low_open=True)],
+    "resume": str | None,
+    "objective": str | None,
+}
+FROM_RUN_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
+                                 "split": Annotated[str, OneOf(SPLITS)], "tensorboard": bool}
+EVAL_KEYS: dict[str, Any] = {
+    **FROM_RUN_KEYS,
+    "num_images": COUNT,
+    "iw_samples": COUNT,
+    "iw_examples": Annotated[int | None, Range(1, None)],
+    "noise": Annotated[list[float], Range(0, None)],
+    "probe.max_train": Annotated[int | None, Range(0, None)],
+    "probe.neighbors": POSITIVE,
+    "anomaly.normal": Annotated[list[int] | None, Range(0, None)],
+    "anomaly.outliers": str | dict | None,
+    "generation.samples": COUNT,
+    "generation.epochs": POSITIVE,
+    "views.points": Annotated[int, Range(2, None)],
+    "views.tsne": COUNT,
+    "views.grid_size": Annotated[int, Range(2, None)],
+}
+SAMPLE_KEYS: dict[str, Any] = {
+    **FROM_RUN_KEYS,
+    "n": POSITIVE,
+    "grid_size": Annotated[int, Range(2, None)],
+    "span": tuple[float, float] | None,
+    "y": OPTIONAL_CLASS,
+    "label": OPTIONAL_CLASS,
+    "per_class": POSITIVE,
+    "style_from": OPTIONAL_CLASS,
+    "by": Annotated[str, OneOf(PICK_BY)],
+}
+INTERPOLATE_KEYS: dict[str, Any] = {
+    **FROM_RUN_KEYS,
+    "from": COUNT,
+    "to": COUNT,
+    "by": Annotated[str, OneOf(PICK_BY)],
+    "from_label": OPTIONAL_CLASS,
+    "to_label": OPTIONAL_CLASS,
+    "pairs": COUNT,
+    "steps": Annotated[int, Range(2, None)],
+    "method": Annotated[str, OneOf(INTERPOLATION_METHODS)],
+    "gif": bool,
+    "frames": Annotated[int | None, Range(2, None)],
+    "frame_ms": Annotated[int, Range(10, None)],
+    "arithmetic": str | int | None,
+}
+REPORT_KEYS: dict[str, Any] = {
+    "dir": str | None,
+    "y": str,
+    "x": str | None,
+    "metrics": list[str],
+    "seed_key": str,
+    "out": str | None,
+    "mode": Annotated[str, OneOf(MODES)],
+}
+# A dataset's own keys; its source (data.source) is a _target_ node. Keys the source reads by interpolation
+# (csv's data.path -> data.source.path) are checked with the source's annotation.
+DATA_KEYS: dict[str, Any] = {
+    "val_fraction": Annotated[float, Range(0, 0.9)],
+    "test_fraction": Annotated[float, Range(0, 0.9)],
+    "split_seed": COUNT,
+    "num_workers": COUNT,
+    "likelihood": str,  # its values: models/likelihoods.py's LIKELIHOODS (imported when a dataset is checked)
+    "source": dict,
+}
+
+ARITHMETIC = re.compile(r"([+-]?)\s*(\d+)")  # signed terms of "a - b + c"
+ARITHMETIC_WHOLE = re.compile(r"^\s*[+-]?\s*\d+(\s*[+-]\s*\d+)*\s*$")
+_REFERENCE = re.compile(r"^\$\{(\.*)([\w.]+)\}$")  # ${key}, ${..key}: a plain reference to another key
 
 
-def _get(cfg: DictConfig, key: str) -> tuple[bool, Any]:
-    value = OmegaConf.select(cfg, key, default="__absent__", throw_on_missing=False)
-    return (value != "__absent__"), value
+def _select(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+_ABSENT = object()
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def check_keys(values: Mapping[str, Any], table: Mapping[str, Any], prefix: str = "",
+               allow: tuple[str, ...] = ()) -> None:
+    """Each key of the table that is present against its annotation; a top-level key nobody declares is refused."""
+    for key, annotation in table.items():
+        value = _select(values, key, _ABSENT)
+        if value is not _ABSENT:
+            check_value(prefix + key, value, annotation)
+    declared = {k.split(".", 1)[0] for k in table} | set(allow)
+    for key, value in values.items():
+        if key not in declared:
+            raise UserError(prefix + str(key), "unknown key", "keys: " + ", ".join(sorted(declared)))
+        nested = [k.split(".", 1)[1] for k in table if k.startswith(f"{key}.")]
+        if nested and isinstance(value, Mapping):
+            for inner in value:
+                if inner not in nested:
+                    raise UserError(f"{prefix}{key}.{inner}", "unknown key", "keys: " + ", ".join(nested))
 
 
-def check_int(cfg: DictConfig, key: str, minimum: int | None = None, nullable: bool = False) -> None:
-    present, v = _get(cfg, key)
-    if not present or (v is None and nullable):
+def _target_nodes(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    """(key, node) of every node with a `_target_`, outermost first."""
+    found = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            path = f"{prefix}{key}"
+            if "_target_" in value:
+                found.append((path, value))
+            found += _target_nodes(value, path + ".")
+    return found
+
+
+def check_data(data: Mapping[str, Any] | None, key: str = "data") -> None:
+    if not isinstance(data, Mapping):
         return
-    rule = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-    if not _is_int(v):
-        raise UserError(key, f"expected an integer, got {v!r}", rule)
-    if minimum is not None and v < minimum:
-        raise UserError(key, f"must be >= {minimum}, got {v}", rule)
+    source = data.get("source")
+    aliases: dict[str, Any] = {}
+    if isinstance(source, Mapping) and "_target_" in source:
+        from aelab.schema import resolve_target
+
+        params, hints, _ = signature_of(resolve_target(str(source["_target_"]), f"{key}.source"))
+        aliases = {n: hints.get(n, Any) for n in params if n in data and n not in DATA_KEYS}
+    from aelab.models.likelihoods import LIKELIHOODS  # torch: only where a dataset is configured
+
+    likelihood = {"likelihood": Annotated[str, OneOf(LIKELIHOODS)]}
+    check_keys(data, {**DATA_KEYS, **likelihood, **aliases}, prefix=f"{key}.")
+    val, test = data.get("val_fraction", 0), data.get("test_fraction", 0)
+    if isinstance(val, (int, float)) and isinstance(test, (int, float)) and val + test >= 1:
+        raise UserError(f"{key}.val_fraction", f"with {key}.test_fraction={test} it leaves no training examples",
+                        f"{key}.val_fraction + {key}.test_fraction < 1")
 
 
-def check_number(
-    cfg: DictConfig, key: str, minimum: float | None = None, exclusive: bool = False,
-    maximum: float | None = None, nullable: bool = False,
-) -> None:
-    present, v = _get(cfg, key)
-    if not present or (v is None and nullable):
-        return
-    op = ">" if exclusive else ">="
-    rule = "a number" + (f" {op} {minimum}" if minimum is not None else "")
-    rule += f" and <= {maximum}" if maximum is not None else ""
-    if not _is_number(v):
-        raise UserError(key, f"expected a number, got {v!r}", rule)
-    too_low = minimum is not None and (v <= minimum if exclusive else v < minimum)
-    if too_low or (maximum is not None and v > maximum):
-        raise UserError(key, f"out of range: {v}", rule)
+def check_nodes(values: Mapping[str, Any]) -> None:
+    """The trainer, the dataset and every `_target_` node (model, arch, data.source, logger, optimizer, ...)."""
+    if isinstance(values.get("trainer"), Mapping):
+        check_against(TrainerOptions, values["trainer"], "trainer")
+    check_data(values.get("data"))
+    for key, node in _target_nodes(values):
+        check_target(node, key, provided=PROVIDED.get(key, ()))
 
 
-def check_choice(cfg: DictConfig, key: str, allowed: Iterable[str]) -> None:
-    present, v = _get(cfg, key)
-    allowed = tuple(allowed)
-    if present and v not in allowed:
-        raise UserError(key, f"unknown value {v!r}", "one of: " + ", ".join(allowed))
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Check the user-facing keys of a composed train/eval/sample/interpolate config."""
-    check_int(cfg, "latent_dim", minimum=1)
-    check_number(cfg, "beta", minimum=0)
-    check_number(cfg, "noise", minimum=0)
-    check_choice(cfg, "device", DEVICES)
-    check_int(cfg, "seed", minimum=0)
-    check_int(cfg, "epochs", minimum=0)
-    check_int(cfg, "batch_size", minimum=1)
-    check_number(cfg, "lr", minimum=0, exclusive=True)
-    check_choice(cfg, "model.likelihood", LIKELIHOODS)
-    check_model(cfg)
-    check_number(cfg, "trainer.grad_clip", minimum=0, exclusive=True, nullable=True)
-    check_int(cfg, "trainer.log_every", minimum=1)
-    check_int(cfg, "trainer.eval_batch_size", minimum=1)
-    check_int(cfg, "trainer.limit_batches", minimum=1, nullable=True)
-    check_int(cfg, "trainer.checkpoint_every", minimum=1, nullable=True)
-    check_choice(cfg, "trainer.strategy", ("auto", "single", "ddp"))
-    check_int(cfg, "trainer.skip_nonfinite", minimum=0, nullable=True)
-    check_choice(cfg, "trainer.precision", PRECISIONS)
-    check_number(cfg, "data.val_fraction", minimum=0, maximum=0.9)
-
-
-def check_open_interval(cfg: DictConfig, key: str, low: float, high: float, nullable: bool = False,
-                        closed_high: bool = False) -> None:
-    present, v = _get(cfg, key)
-    if not present or (v is None and nullable):
-        return
-    rule = f"a number in ({low}, {high}{']' if closed_high else ')'}"
-    if not _is_number(v) or not (low < v and (v <= high if closed_high else v < high)):
-        raise UserError(key, f"out of range: {v!r}", rule)
-
-
-def check_model(cfg: DictConfig) -> None:
-    """Family keys, wherever a family has them (no family is named here), and rules across keys."""
-    for key in ("model.beta", "model.input_noise", "model.weight_decay", "model.free_bits", "model.adv_weight",
-                "model.recon_weight"):
-        check_number(cfg, key, minimum=0)
-    check_int(cfg, "model.kl_warmup_steps", minimum=0)
-    check_int(cfg, "model.factor", minimum=1)
-    check_int(cfg, "model.grid_size", minimum=1)
-    check_open_interval(cfg, "model.rho", 0, 1)
-    check_open_interval(cfg, "model.variance", 0, 1, nullable=True, closed_high=True)
-    check_open_interval(cfg, "model.semi_supervised_fraction", 0, 1, nullable=True, closed_high=True)
-    _, prior = _get(cfg, "model.prior")
-    _, latent_dim = _get(cfg, "model.latent_dim")
-    if prior == "grid" and latent_dim != 2:
-        raise UserError("model.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
-                        "latent_dim=2, or model.prior=gaussian|uniform|mixture")
-    _, corruption = _get(cfg, "model.corruption")
-    _, noise = _get(cfg, "model.input_noise")
-    if corruption in ("salt_pepper", "masking") and _is_number(noise) and noise > 1:
-        raise UserError("noise", f"{corruption} hits a fraction of the entries: {noise} is not one", "0 <= noise <= 1")
-
-
-def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
+def check_run_dir(cfg: Mapping[str, Any], key: str, required: bool) -> None:
     """A training run directory given on the command line must exist and hold a checkpoint."""
-    from pathlib import Path
-
-    present, value = _get(cfg, key)
-    if not present or value in (None, ""):
+    value = _select(cfg, key)
+    if value in (None, ""):
         if required:
             raise UserError(key, "no run directory given", f"{key}=outputs/<date>/<time>_<model>")
         return
@@ -134,29 +208,115 @@ def check_run_dir(cfg: DictConfig, key: str, required: bool) -> None:
         raise UserError(key, f"{run} holds no checkpoints/last.pt", "a run directory written by `aelab train`")
 
 
-def check_threads(cfg: DictConfig) -> None:
-    present, threads = _get(cfg, "threads")
-    if present and threads != "auto" and not (_is_int(threads) and threads >= 1):
-        raise UserError("threads", f"got {threads!r}", "auto (cores // parallel jobs) or an integer >= 1")
+def check_data_name(cfg: Mapping[str, Any], key: str) -> None:
+    """A dataset name (conf/data/<name>.yaml) or {name: <name>, ...} with options to change."""
+    from importlib import resources
+
+    value = _select(cfg, key)
+    if value is None:
+        return
+    name = value.get("name") if isinstance(value, Mapping) else value
+    options = sorted(p.name[:-5] for p in (resources.files("aelab.conf") / "data").iterdir() if p.name.endswith(".yaml"))
+    if name not in options:
+        raise UserError(key, f"unknown dataset {name!r}", "one of: " + ", ".join(options) + ", or {name: folder, source: {path: DIR}}")
 
 
-def check_train(cfg: DictConfig) -> None:
-    check_config(cfg)
-    check_run_dir(cfg, "resume", required=False)
-    check_threads(cfg)
-    present, objective = _get(cfg, "objective")
-    if present and objective is not None and not str(objective).startswith(("val/", "train/")):
+def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The config as plain values (interpolations resolved); a broken interpolation is one line."""
+    if not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raise UserError(str(key), str(exc).strip().splitlines()[0]) from None
+
+
+def user_key(cfg: DictConfig | Mapping[str, Any], key: str) -> str:
+    """The key a value was really set by: model.input_noise is `${noise}`, so a bad value there is `noise`'s."""
+    if not isinstance(cfg, DictConfig):
+        return key
+    for _ in range(8):  # chains of references are short; a cycle would not resolve in the first place
+        parent, _, leaf = key.rpartition(".")
+        try:
+            container = OmegaConf.select(cfg, parent) if parent else cfg
+            node = container._get_node(leaf) if isinstance(container, DictConfig) else None
+        except Exception:
+            return key
+        if node is None or not node._is_interpolation():
+            return key
+        match = _REFERENCE.match(str(node._value()))
+        if not match:
+            return key
+        dots, target = match.groups()
+        base = parent.split(".") if parent else []
+        if dots:
+            base = base[: len(base) - (len(dots) - 1)] if len(dots) > 1 else base
+            key = ".".join([*base, target])
+        else:
+            key = target
+    return key
+
+
+def _checked(table: Mapping[str, Any], groups: tuple[str, ...] = (),
+             first: tuple[Callable[[dict[str, Any]], None], ...] = (),
+             then: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> Callable[[DictConfig], None]:
+    """The check of one command: `first` (the run it reads), its keys, its groups' nodes, `then` (rules across keys)."""
+    def check(cfg: DictConfig | Mapping[str, Any]) -> None:
+        values = _resolved(cfg)
+        try:
+            for rule in first:
+                rule(values)
+            check_keys(values, table, allow=groups)
+            check_nodes({k: v for k, v in values.items() if k in groups})
+            for rule in then:
+                rule(values)
+        except UserError as error:
+            error.key = user_key(cfg, error.key)
+            error.args = (error.line(),)
+            raise
+    return check
+
+
+def _objective(values: dict[str, Any]) -> None:
+    objective = values.get("objective")
+    if objective is not None and not str(objective).startswith(("val/", "train/")):
         raise UserError("objective", f"unknown metric {objective!r}", "a final metric such as val/loss or val/recon")
 
 
-def check_report(cfg: DictConfig) -> None:
-    """The folder must exist and hold at least one run (torch-free: the runs are found by their files)."""
-    from pathlib import Path
+def _resume(values: dict[str, Any]) -> None:
+    check_run_dir(values, "resume", required=False)
 
+
+def _run(values: dict[str, Any]) -> None:
+    check_run_dir(values, "run", required=True)
+
+
+def _outliers(values: dict[str, Any]) -> None:
+    check_data_name(values, "anomaly.outliers")
+
+
+def _span(values: dict[str, Any]) -> None:
+    span = values.get("span")
+    if span is not None and not span[0] < span[1]:
+        raise UserError("span", f"got {span!r}", "two numbers low < high, e.g. span=[-3,3]")
+
+
+def _arithmetic(values: dict[str, Any]) -> None:
+    v = values.get("arithmetic")
+    if v is not None and not ARITHMETIC_WHOLE.match(str(v)):
+        raise UserError("arithmetic", f"cannot read {v!r}",
+                        'indices (or classes with by=class) joined by + and -, e.g. arithmetic="3 - 5 + 9"')
+
+
+def _report_dir(values: dict[str, Any]) -> None:
+    """The folder must exist and hold at least one run (torch-free: the runs are found by their files)."""
     from aelab.sweep.runs import find_runs
 
-    present, value = _get(cfg, "dir")
-    if not present or value in (None, ""):
+    value = values.get("dir")
+    if value in (None, ""):
         raise UserError("dir", "no folder given", "aelab report multirun/<date>/<time>, or dir=<folder>")
     root = Path(str(value)).expanduser()
     if not root.is_dir():
@@ -165,107 +325,43 @@ def check_report(cfg: DictConfig) -> None:
         raise UserError("dir", f"no runs under {root}", "folders written by aelab train, with .hydra/ or metrics.json")
 
 
-def check_number_list(cfg: DictConfig, key: str, minimum: float, integers: bool = False,
-                      nullable: bool = False) -> None:
-    """A list of numbers (a single number is refused with the list syntax as the hint)."""
-    present, v = _get(cfg, key)
-    if not present or (v is None and nullable):
-        return
-    kind = "integers" if integers else "numbers"
-    rule = f"a list of {kind} >= {minimum}, e.g. {key}=[1,2]"
-    valid = _is_int if integers else _is_number
-    if not OmegaConf.is_list(v) and not isinstance(v, (list, tuple)):
-        raise UserError(key, f"expected a list, got {v!r}", rule)
-    bad = [x for x in v if not valid(x) or x < minimum]
-    if bad:
-        raise UserError(key, f"got {bad[0]!r}", rule)
-
-
-def check_data_name(cfg: DictConfig, key: str) -> None:
-    """A dataset name (conf/data/<name>.yaml) or {name: <name>, ...} with options to change."""
-    from importlib import resources
-
-    present, v = _get(cfg, key)
-    if not present or v is None:
-        return
-    name = v.get("name") if OmegaConf.is_dict(v) else v
-    options = sorted(p.name[:-5] for p in (resources.files("aelab.conf") / "data").iterdir() if p.name.endswith(".yaml"))
-    if name not in options:
-        raise UserError(key, f"unknown dataset {name!r}", "one of: " + ", ".join(options) + ", or {name: folder, source: {path: DIR}}")
-
-
-def check_eval(cfg: DictConfig) -> None:
-    # eval's noise is a list of levels, not training's input noise: checked as such, the rest as usual
-    check_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "noise"]))
-    check_threads(cfg)
-    check_run_dir(cfg, "run", required=True)
-    check_choice(cfg, "ckpt", ("last", "best"))
-    check_choice(cfg, "split", ("train", "val", "test"))
-    check_int(cfg, "num_images", minimum=0)
-    check_int(cfg, "iw_samples", minimum=0)
-    check_int(cfg, "iw_examples", minimum=1, nullable=True)
-    check_number_list(cfg, "noise", minimum=0)
-    check_int(cfg, "probe.max_train", minimum=0, nullable=True)
-    check_int(cfg, "probe.neighbors", minimum=1)
-    check_number_list(cfg, "anomaly.normal", minimum=0, integers=True, nullable=True)
-    check_data_name(cfg, "anomaly.outliers")
-    check_int(cfg, "generation.samples", minimum=0)
-    check_int(cfg, "generation.epochs", minimum=1)
-    check_int(cfg, "views.points", minimum=2)
-    check_int(cfg, "views.tsne", minimum=0)
-    check_int(cfg, "views.grid_size", minimum=2)
-
-
-def check_span(cfg: DictConfig, key: str) -> None:
-    present, v = _get(cfg, key)
-    if not present or v is None:
-        return
-    rule = f"two numbers low < high, e.g. {key}=[-3,3]"
-    if not OmegaConf.is_list(v) or len(v) != 2 or not all(_is_number(x) for x in v) or not v[0] < v[1]:
-        raise UserError(key, f"got {v!r}", rule)
-
-
-def check_sample(cfg: DictConfig) -> None:
-    check_config(cfg)
-    check_threads(cfg)
-    check_run_dir(cfg, "run", required=True)
-    check_choice(cfg, "ckpt", ("last", "best"))
-    check_int(cfg, "n", minimum=1)
-    check_int(cfg, "grid_size", minimum=2)
-    check_span(cfg, "span")
-    check_int(cfg, "y", minimum=0, nullable=True)
-    check_int(cfg, "label", minimum=0, nullable=True)
-    check_int(cfg, "per_class", minimum=1)
-    check_int(cfg, "style_from", minimum=0, nullable=True)
-    check_choice(cfg, "by", ("index", "class"))
-    check_choice(cfg, "split", ("train", "val", "test"))
-
-
-ARITHMETIC = re.compile(r"([+-]?)\s*(\d+)")  # signed terms of "a - b + c"
-ARITHMETIC_WHOLE = re.compile(r"^\s*[+-]?\s*\d+(\s*[+-]\s*\d+)*\s*$")
-
-
-def check_interpolate(cfg: DictConfig) -> None:
-    check_config(cfg)
-    check_threads(cfg)
-    check_run_dir(cfg, "run", required=True)
-    check_choice(cfg, "ckpt", ("last", "best"))
-    check_choice(cfg, "split", ("train", "val", "test"))
-    check_choice(cfg, "method", ("lerp", "slerp"))
-    check_choice(cfg, "by", ("index", "class"))
-    check_int(cfg, "from", minimum=0)
-    check_int(cfg, "to", minimum=0)
-    check_int(cfg, "from_label", minimum=0, nullable=True)
-    check_int(cfg, "to_label", minimum=0, nullable=True)
-    check_int(cfg, "pairs", minimum=0)
-    check_int(cfg, "steps", minimum=2)
-    check_int(cfg, "frames", minimum=2, nullable=True)
-    check_int(cfg, "frame_ms", minimum=10)
-    present, v = _get(cfg, "arithmetic")
-    if present and v is not None and not ARITHMETIC_WHOLE.match(str(v)):
-        raise UserError("arithmetic", f"cannot read {v!r}",
-                        'indices (or classes with by=class) joined by + and -, e.g. arithmetic="3 - 5 + 9"')
-
+check_train = _checked(TRAIN_KEYS, GROUPS, then=(_resume, _objective))
+check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,), then=(_outliers,))
+check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span,))
+check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
+check_report = _checked(REPORT_KEYS, first=(_report_dir,))
 
 CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate,
           "report": check_report}
+TABLES = {"train": TRAIN_KEYS, "eval": EVAL_KEYS, "sample": SAMPLE_KEYS, "interpolate": INTERPOLATE_KEYS,
+          "report": REPORT_KEYS}
+
+
+# aelab fit-prior (aelab/commands/fit_prior.py): its keys, and the prior checked against the one list of fitted densities
+FIT_PRIOR_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
+                                  "prior": str, "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)]}
+
+
+def _fitted_prior(values: dict[str, Any]) -> None:
+    from aelab.models.fitted_prior import FITTED_PRIORS  # imports torch, which the command needs next anyway
+
+    check_value("prior", values.get("prior"), Annotated[str, OneOf(FITTED_PRIORS)])
+
+
+check_fit_prior = _checked(FIT_PRIOR_KEYS, (), (_run, _fitted_prior))
+CHECKS["fit_prior"] = check_fit_prior
+TABLES["fit_prior"] = FIT_PRIOR_KEYS
+
+
+# aelab traverse (aelab/commands/traverse.py)
+TRAVERSE_KEYS: dict[str, Any] = {
+    **FROM_RUN_KEYS,
+    "index": COUNT,
+    "span": tuple[float, float] | None,
+    "steps": Annotated[int, Range(2, None)],
+    "dims": Annotated[int | None, Range(1, None)],
+    "frame_ms": Annotated[int, Range(10, None)],
+}
+check_traverse = _checked(TRAVERSE_KEYS, ("data",), first=(_run,), then=(_span,))
+CHECKS["traverse"] = check_traverse
+TABLES["traverse"] = TRAVERSE_KEYS

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +26,7 @@ PLUGINS = {
     "hydra/sweeper/optuna": ("hydra-optuna-sweeper", "search"),
     "hydra/sweeper/sampler/tpe": ("hydra-optuna-sweeper", "search"),
 }
+SEARCHPATH = "hydra.searchpath="
 HYDRA_GROUP = re.compile(r"^\+?hydra/(launcher|sweeper)=")
 
 
@@ -93,15 +95,17 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
 
     multirun = any(a in MULTIRUN_FLAGS for a in overrides)
-    user = [a for a in overrides if a not in MULTIRUN_FLAGS and not a.lstrip("+~").startswith("hydra")]
+    # hydra.* overrides configure Hydra, not the job; hydra.searchpath adds config folders (a family's YAML) the job needs
+    user = [a for a in overrides if a not in MULTIRUN_FLAGS
+            and (not a.lstrip("+~").startswith("hydra") or a.lstrip("+").startswith(SEARCHPATH))]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
             try:
                 runs = _expand(user, multirun)
                 cfgs = [compose(config_name=command, overrides=o) for o in runs]
-                for cfg in cfgs:
-                    OmegaConf.resolve(cfg)  # surfaces bad interpolations now, not mid-run
+                for cfg in cfgs:  # surfaces bad interpolations now, not mid-run; the checks read the references
+                    OmegaConf.to_container(cfg, resolve=True)
                 launcher = [a for a in overrides if HYDRA_GROUP.match(a)]  # hydra/launcher=joblib: installed?
                 if launcher:
                     compose(config_name=command, overrides=launcher, return_hydra_config=True)
@@ -112,7 +116,37 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
         GlobalHydra.instance().clear()
     for cfg in cfgs:
         CHECKS[command](cfg)
+    check_output_dir(command, overrides, multirun)
     return cfgs
+
+
+def _creatable(path: Path) -> str | None:
+    """Why a directory cannot be made at path (None if it can): tried in the nearest folder that exists."""
+    import tempfile
+
+    existing = path.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:  # permissions alone do not tell (root, read-only mounts, /proc): make and remove a probe
+        Path(tempfile.mkdtemp(prefix=".aelab-probe-", dir=existing)).rmdir()
+    except OSError as exc:
+        return f"cannot create {path} ({exc.strerror or exc})"
+    return None
+
+
+def check_output_dir(command: str, overrides: list[str], multirun: bool) -> None:
+    """The folder a training run (or sweep) will write must be creatable: else Hydra fails with a traceback."""
+    if command != "train":
+        return  # the other commands write below the run they read, or nowhere
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == key]
+    value = given[-1].strip("'\"") if given else ("multirun" if multirun else "outputs")
+    static = Path(value.split("${", 1)[0] or ".")  # the part before any ${now:...} is what must exist or be made
+    problem = _creatable(static)
+    if problem:
+        raise UserError(key if given else "output", problem, f"{key}=<a folder you can write>")
 
 
 def precheck(command: str, overrides: list[str]) -> None:

@@ -13,17 +13,20 @@ new family is its module plus its YAML and nothing else knows its keys. No torch
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import os
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from aelab.errors import UserError
 
-__all__ = ["Annotated", "Range", "OneOf", "check_value", "check_target", "resolve_target", "describe"]
+__all__ = ["Annotated", "Literal", "Range", "OneOf", "check_value", "check_target", "check_against", "resolve_target",
+           "describe"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class OneOf:
     """One of a fixed set of values; pass the module-level tuple the code itself uses."""
 
     values: tuple[Any, ...]
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        # a dict of implementations (LIKELIHOODS, CORRUPTIONS) is its own list of names: its keys
+        object.__setattr__(self, "values", tuple(values))
 
     def describe(self) -> str:
         return "one of: " + ", ".join(str(v) for v in self.values)
@@ -105,9 +112,13 @@ def _type_words(t: Any) -> str:
         words = " or ".join(_type_words(a) for a in inner)
         return words + (" or null" if len(inner) < len(args) else "")
     origin = typing.get_origin(t)
+    if origin is Literal:
+        return " or ".join(str(v) for v in typing.get_args(t))
     if origin in (list, tuple, Sequence, typing.Sequence) or t in (list, tuple):
         item = (typing.get_args(t) or (Any,))[0]
         return f"a list of {_type_words(item).removeprefix('a ').removeprefix('an ')}s" if item is not Any else "a list"
+    if inspect.isclass(t) and t not in (int, float, bool, str):
+        return f"a {t.__name__}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(t, "a value")
 
 
@@ -129,6 +140,8 @@ def _matches(value: Any, t: Any) -> bool:
     if t is str:
         return isinstance(value, str)
     origin = typing.get_origin(t)
+    if origin is Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(t))
     if origin in (list, tuple, Sequence, typing.Sequence) or t in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False
@@ -141,7 +154,18 @@ def _matches(value: Any, t: Any) -> bool:
         return all(_matches(v, item_args[0]) for v in value)
     if origin in (dict, Mapping, typing.Mapping) or t is dict:
         return isinstance(value, Mapping)
-    return True  # a type we do not check (a class, a callable): the constructor will
+    return _matches_class(value, t)
+
+
+def _matches_class(value: Any, t: Any) -> bool:
+    """A config value (str, number, bool, list, dict) given for an argument annotated with a class."""
+    if not inspect.isclass(t) or getattr(t, "_is_protocol", False):
+        return True  # a callable, a protocol, a type variable: nothing a config value can be checked against
+    if isinstance(value, Mapping) and "_target_" in value:
+        return True  # a nested node Hydra instantiates into the object
+    if issubclass(t, os.PathLike) and isinstance(value, str):
+        return True  # a path given as a string
+    return isinstance(value, t)
 
 
 def check_value(key: str, value: Any, annotation: Any) -> None:
@@ -149,27 +173,25 @@ def check_value(key: str, value: Any, annotation: Any) -> None:
     if annotation is inspect.Parameter.empty:
         return
     base, meta = _split(annotation)
-    rule = describe(annotation)
     for m in meta:
         if isinstance(m, OneOf):
             if value is None and _nullable(base):
                 return
             if value not in m.values or isinstance(value, bool) != any(isinstance(v, bool) for v in m.values):
-                raise UserError(key, f"unknown value {value!r}", rule)
+                raise UserError(key, f"unknown value {value!r}", describe(annotation))
             return
     if not _matches(value, base):
-        raise UserError(key, f"expected {_type_words(base)}, got {value!r}", rule)
+        raise UserError(key, f"expected {_type_words(base)}, got {value!r}", describe(annotation))
     for m in meta:
         if isinstance(m, Range):
             items = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in items if _is_number(v) and not m.contains(v)]
             if bad:
-                raise UserError(key, f"out of range: {bad[0]!r}", rule)
+                raise UserError(key, f"out of range: {bad[0]!r}", describe(annotation))
 
 
 def resolve_target(path: str, key: str) -> Callable[..., Any]:
     """The object a `_target_` names (module.attr[.attr])."""
-    module_name, _, attr = path.rpartition(".")
     for split in range(path.count("."), 0, -1):
         module_name, attrs = ".".join(path.split(".")[:split]), path.split(".")[split:]
         try:
@@ -185,6 +207,7 @@ def resolve_target(path: str, key: str) -> Callable[..., Any]:
     raise UserError(f"{key}._target_", f"cannot import {path!r}", "a module.Class that exists")
 
 
+@functools.lru_cache(maxsize=None)
 def signature_of(target: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
     """(parameters, resolved annotations, takes **kwargs) of a class's __init__ or a function."""
     fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
@@ -209,10 +232,22 @@ def check_target(node: Mapping[str, Any], key: str, provided: Sequence[str] = ()
     `provided` names arguments the builder passes itself (arch, input_shape, ...): a config key of that name
     is refused. Returns the options the target will get (config values over the signature's defaults).
     """
-    target = resolve_target(str(node["_target_"]), key)
+    return check_against(resolve_target(str(node["_target_"]), key), node, key, provided)
+
+
+def _settable(annotation: Any) -> bool:
+    """Whether a config value can be given for a parameter (not an object the code builds, e.g. a Condition)."""
+    base, _ = _split(annotation)
+    args = [a for a in (_union_args(base) or (base,)) if a is not type(None)]
+    return not all(inspect.isclass(a) and typing.get_origin(a) is None and a not in (int, float, bool, str, list, tuple,
+                                                                                   dict) for a in args)
+
+
+def check_against(target: Callable[..., Any], node: Mapping[str, Any], key: str,
+                  provided: Sequence[str] = ()) -> dict[str, Any]:
+    """Check the keys of node (`_target_`-style keys aside) against target's signature and its check_options."""
     params, hints, var_kw = signature_of(target)
     options: dict[str, Any] = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
-    allowed = [n for n in params if n not in provided]
     for name, value in node.items():
         if str(name).startswith("_") and str(name).endswith("_"):
             continue
@@ -221,10 +256,15 @@ def check_target(node: Mapping[str, Any], key: str, provided: Sequence[str] = ()
             if var_kw and name not in provided:
                 options[name] = value
                 continue
+            allowed = [n for n in params if n not in provided and _settable(hints.get(n, Any))]
             raise UserError(full, "unknown key", "keys: " + ", ".join(allowed))
         check_value(full, value, hints.get(name, params[name].annotation if not isinstance(
             params[name].annotation, str) else inspect.Parameter.empty))
         options[name] = value
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in options
+               and n not in provided and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    if missing and not node.get("_partial_", False):
+        raise UserError(f"{key}.{missing[0]}", "missing", describe(hints.get(missing[0], inspect.Parameter.empty)))
     rule = getattr(target, "check_options", None)
     if callable(rule):
         rule(options, key)

@@ -1,4 +1,5 @@
-"""The `aelab` console script as a user runs it, in subprocesses, offline."""
+"""The `aelab` console script as a user runs it, offline: real subprocesses for the exit path, and the many bad
+command lines that only reach the pre-check in-process (same code path up to the point Hydra would start)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,12 +114,22 @@ BAD_COMMAND_LINES = [
     (["train", "trainer.checkpoint_every=0"], "trainer.checkpoint_every"),
     (["train", "trainer.skip_nonfinite=-2"], "trainer.skip_nonfinite"),
     (["train", "trainer.optimzer.lr=1"], "trainer.optimzer.lr"),
+    (["train", "data.split_seed=abc"], "data.split_seed"),
+    (["train", "hydra.run.dir=/proc/x"], "hydra.run.dir"),
+    (["train", "-m", "model=ae,vae", "hydra.sweep.dir=/proc/x"], "hydra.sweep.dir"),
+    (["train", "trainer.precision=fp16", "trainer.monitor_mode=up"], "trainer.monitor_mode"),
+    (["train", "trainer.early_stopping=0"], "trainer.early_stopping"),
+    (["train", "trainer.monitor=loss"], "trainer.monitor"),
+    (["train", "data=synthetic", "data.val_fraction=0.6", "data.test_fraction=0.5"], "data.val_fraction"),
+    (["train", "data=csv"], "data.path"),
+    (["train", "+colour=red"], "colour"),
+    (["eval", "run=.", "split=dev"], "run"),
+    (["sample", "run=.", "by=colour"], "run"),
     (["train", "arch.activation=swishy", "data=synthetic"], "arch.activation"),
     (["train", "arch=conv", "arch.channels=[]", "data=synthetic"], "arch.channels"),
     (["train", "data=synthetic", "data.source.num_classes=9"], "data.source.num_classes"),
-    (["train", "+model.colour=red", "data=synthetic"], "model"),
-    (["train", "model=vae", "device=cuda", "data=synthetic"], "device"),
-    (["train", "data=synthetic", "trainer.optimizer._target_=torch.optim.Nope"], "trainer.optimizer"),
+    (["train", "+model.colour=red", "data=synthetic"], "model.colour"),
+    (["train", "data=synthetic", "trainer.optimizer._target_=torch.optim.Nope"], "trainer.optimizer._target_"),
     (["train", "latent_dim=2", "latent_dim="], "latent_dim"),
     (["train", "model=[ae"], "override"),
     # nonsense combinations of a family with its options (those that need the data: test_families, test_vector_data)
@@ -131,10 +143,48 @@ BAD_COMMAND_LINES = [
 
 
 @pytest.mark.parametrize("args, key", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])
-def test_user_errors_are_one_line(tmp_path, args: list[str], key: str) -> None:
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args: list[str], key: str) -> None:
+    """cli.main up to the hand-over to Hydra: a case that passed the pre-check would fail here, not run."""
+    from aelab import cli
+
+    def no_command(name: str):
+        raise AssertionError(f"the pre-check let {args} through to {name}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("AELAB_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "importlib", SimpleNamespace(import_module=no_command))  # cli's own name only
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(args))
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}:"), out.err
+    assert not list(tmp_path.iterdir())  # nothing on disk
+
+
+# The real exit path: a fresh interpreter, exit status 2, one line, no traceback, nothing on disk; the first two
+# fail in the pre-check, the last two only once the command runs (no GPU here; a bad value in a sweep's job list).
+REAL_EXITS = [
+    (["train", "latnet_dim=2"], "latnet_dim"),
+    (["eval", "run=missing_run_dir"], "run"),
+    (["train", "model=vae", "device=cuda", "data=synthetic"], "device"),
+    (["frobnicate"], "command"),
+]
+
+
+@pytest.mark.parametrize("args, key", REAL_EXITS, ids=[" ".join(a) for a, _ in REAL_EXITS])
+def test_user_errors_exit_2_with_one_line(tmp_path, args: list[str], key: str) -> None:
+    if key == "device" and _has_cuda():
+        pytest.skip("a CUDA GPU is present: device=cuda is not a mistake here")
     out = aelab(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), out.stderr
     assert "Traceback" not in out.stderr + out.stdout
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -10,6 +10,7 @@ import torch
 
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
+from aelab.schema import Annotated, Range
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 
@@ -47,7 +48,9 @@ def load_digits() -> TensorData:
 SHAPES = ["horizontal bar", "vertical bar", "square", "disk"]
 
 
-def load_synthetic(n: int = 1024, size: int = 16, num_classes: int = 4, seed: int = 0) -> TensorData:
+def load_synthetic(n: Annotated[int, Range(1, None)] = 1024, size: Annotated[int, Range(4, None)] = 16,
+                   num_classes: Annotated[int, Range(1, len(SHAPES))] = 4,
+                   seed: Annotated[int, Range(0, None)] = 0) -> TensorData:
     """Tiny seeded images of simple shapes (one shape per class), for tests and quick checks."""
     if not 1 <= num_classes <= len(SHAPES):
         raise UserError("data.source.num_classes", f"got {num_classes}", f"1..{len(SHAPES)}")

@@ -9,7 +9,9 @@ import torch
 
 from aelab.data.sources import StreamData
 from aelab.errors import UserError
+from aelab.schema import Annotated, OneOf, Range
 
+CHANNELS = (1, 3)  # greyscale, RGB
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -38,7 +40,8 @@ class ImageFiles(torch.utils.data.Dataset):
         return x, self.labels[i]
 
 
-def load_folder(path: str | None, size: int = 32, channels: int = 1) -> StreamData:
+def load_folder(path: str | None, size: Annotated[int, Range(1, None)] = 32,
+                channels: Annotated[int, OneOf(CHANNELS)] = 1) -> StreamData:
     """All images under path; class labels from subfolder names when every image sits in one."""
     if not path:
         raise UserError("data.source.path", "no folder given", "data=folder data.source.path=/path/to/images")
@@ -60,3 +63,14 @@ def load_folder(path: str | None, size: int = 32, channels: int = 1) -> StreamDa
         f"folder:{root}", dataset, (channels, size, size),
         num_classes=len(class_names) if class_names else None, class_names=class_names,
     )
+
+
+def _check_folder_options(options: dict, key: str) -> None:
+    """The folder must be there before the run starts: its images are only read once the run is under way."""
+    if not options.get("path"):
+        raise UserError(f"{key}.path", "no folder given", "data=folder data.source.path=/path/to/images")
+    if not Path(str(options["path"])).expanduser().is_dir():
+        raise UserError(f"{key}.path", f"no such directory: {Path(str(options['path'])).expanduser()}")
+
+
+load_folder.check_options = _check_folder_options  # type: ignore[attr-defined]  (read by aelab/schema.py)

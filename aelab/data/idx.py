@@ -14,12 +14,14 @@ import torch
 from aelab.data.embedded import DIGIT_NAMES, load_mnist5k
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
+from aelab.schema import Annotated, OneOf, Range
 
 log = logging.getLogger(__name__)
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FALLBACKS = ("mnist5k",)  # what load_mnist can fall back to offline
 FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
@@ -85,8 +87,8 @@ def _to_tensors(name: str, arrays: dict[str, np.ndarray], class_names: list[str]
     )
 
 
-def load_mnist(root: str, download: bool = True, fallback: str | None = "mnist5k",
-               timeout_s: float = 10.0) -> TensorData:
+def load_mnist(root: str, download: bool = True, fallback: Annotated[str | None, OneOf(FALLBACKS)] = "mnist5k",
+               timeout_s: Annotated[float, Range(0, None, low_open=True)] = 10.0) -> TensorData:
     """Full MNIST (60k + 10k) from root/MNIST/raw; downloads there; offline -> mnist5k with a warning."""
     raw_dir = Path(root).expanduser() / "MNIST" / "raw"
     arrays = _read_dir(raw_dir)
@@ -106,7 +108,8 @@ def load_mnist(root: str, download: bool = True, fallback: str | None = "mnist5k
     raise UserError("data", f"MNIST {problem}", "connect to the network, or use data=mnist5k")
 
 
-def load_fashion_mnist(root: str, download: bool = True, timeout_s: float = 10.0) -> TensorData:
+def load_fashion_mnist(root: str, download: bool = True,
+                       timeout_s: Annotated[float, Range(0, None, low_open=True)] = 10.0) -> TensorData:
     """Fashion-MNIST from root/FashionMNIST/raw, Debian's dataset-fashion-mnist, or a download."""
     raw_dir = Path(root).expanduser() / "FashionMNIST" / "raw"
     for directory in (raw_dir, DEBIAN_FASHION_DIR):

@@ -65,3 +65,16 @@ def _column(label_column: str | int, names: list[str]) -> int:
     elif str(label_column) in names:
         return names.index(str(label_column))
     raise UserError("data.label_column", f"no column {label_column!r}", "one of: " + ", ".join(names))
+
+
+def _check_csv_options(options: dict, key: str) -> None:
+    """The file must be there before the run starts; csv reads one-character delimiters only."""
+    if not options.get("path"):
+        raise UserError(f"{key}.path", "no CSV file given", "data=csv data.path=/path/to/table.csv")
+    if not Path(str(options["path"])).expanduser().is_file():
+        raise UserError(f"{key}.path", f"no such file: {Path(str(options['path'])).expanduser()}")
+    if len(str(options.get("delimiter", ","))) != 1:
+        raise UserError(f"{key}.delimiter", f"got {options['delimiter']!r}", "one character, e.g. ';' or '\\t'")
+
+
+load_csv.check_options = _check_csv_options  # type: ignore[attr-defined]  (read by aelab/schema.py)

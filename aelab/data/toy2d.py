@@ -8,9 +8,11 @@ import torch
 
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
+from aelab.schema import Annotated, Range
 
 
-def load_toy2d(n_per_shape: int = 2000, noise: float = 0.06, seed: int = 0) -> TensorData:
+def load_toy2d(n_per_shape: Annotated[int, Range(2, None)] = 2000, noise: Annotated[float, Range(0, None)] = 0.06,
+               seed: Annotated[int, Range(0, None)] = 0) -> TensorData:
     """Sine arc y = sin x for x in [-2.2, 2.2] and a circle of radius 0.5 around (1.5, -0.5), Gaussian noise."""
     if n_per_shape < 2:
         raise UserError("data.source.n_per_shape", f"got {n_per_shape}", "an integer >= 2")

@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from aelab.engine.options import DEVICES, PRECISIONS  # noqa: F401  (their one home is torch-free: the pre-check reads them)
 from aelab.errors import UserError
 
 

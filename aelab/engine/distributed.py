@@ -18,9 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from aelab.engine.options import STRATEGIES  # their one home is torch-free: the pre-check reads them
 from aelab.errors import UserError
-
-STRATEGIES = ("auto", "single", "ddp")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ matches the predicted label of the unlabelled rest to a categorical prior with a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,9 +23,11 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder, Condition, Diagnostics, Phase, require_labels
-from aelab.models.priors import LatentPrior
+from aelab.models.likelihoods import LIKELIHOODS
+from aelab.models.priors import PRIORS, LatentPrior
 from aelab.nets import Arch
 from aelab.nets.mlp import mlp
+from aelab.schema import Annotated, OneOf, Range
 
 
 def _real(logits: Tensor) -> Tensor:  # discriminator logits (B, 1) -> BCE against "prior"
@@ -50,10 +50,20 @@ def hash_fraction(index: Tensor) -> Tensor:  # (B,) int -> (B,) in [0, 1): a fix
 class AAE(Autoencoder):
     has_prior = True
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, prior: str = "gaussian",
-                 adv_weight: float = 1.0, supervised: bool = False, disentangle: bool = False,
-                 semi_supervised_fraction: float | None = None, grid_size: int = 3,
-                 disc_hidden: Sequence[int] = (256, 256), likelihood: str = "bernoulli", input_noise: float = 0.0,
+    @classmethod
+    def check_options(cls, options: dict, key: str) -> None:
+        latent_dim = options.get("latent_dim")
+        if options.get("prior") == "grid" and latent_dim != 2:
+            raise UserError(f"{key}.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
+                            f"latent_dim=2, or {key}.prior=gaussian|uniform|mixture")
+
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 prior: Annotated[str, OneOf(PRIORS)] = "gaussian",
+                 adv_weight: Annotated[float, Range(0, None)] = 1.0, supervised: bool = False, disentangle: bool = False,
+                 semi_supervised_fraction: Annotated[float | None, Range(0, 1, low_open=True)] = None,
+                 grid_size: Annotated[int, Range(1, None)] = 3,
+                 disc_hidden: Annotated[tuple[int, ...], Range(1, None)] = (256, 256),
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None) -> None:
         label_part = bool(disentangle) or semi_supervised_fraction is not None
         if supervised or label_part:

@@ -6,13 +6,16 @@ from torch import Tensor
 
 from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Condition
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 
 class AE(Autoencoder):
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 weight_decay: float = 0.0, condition: Condition | None = None) -> None:
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None, weight_decay: Annotated[float, Range(0, None)] = 0.0,
+                 condition: Condition | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
         self.weight_decay = float(weight_decay)
         extra = condition.encoder_features if condition is not None else 0

@@ -6,7 +6,9 @@ from torch import Tensor
 
 from aelab.errors import UserError
 from aelab.models.vae import VAE
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 SCHEDULES = ("linear", "cyclical")
 
@@ -16,9 +18,12 @@ class BetaVAE(VAE):
     ramp-then-hold cycles of 2 * kl_warmup_steps (cyclical annealing, Fu et al. 2019). free_bits is a floor
     on each dimension's batch-mean KL (nats): below it a dimension costs nothing more, so it is not shut off."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 4.0,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 kl_warmup_steps: int = 0, kl_schedule: str = "linear", free_bits: float = 0.0) -> None:
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 beta: Annotated[float, Range(0, None)] = 4.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None,
+                 kl_warmup_steps: Annotated[int, Range(0, None)] = 0,
+                 kl_schedule: Annotated[str, OneOf(SCHEDULES)] = "linear",
+                 free_bits: Annotated[float, Range(0, None)] = 0.0) -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
         if kl_schedule not in SCHEDULES:
             raise UserError("model.kl_schedule", f"unknown value {kl_schedule!r}", "one of: " + ", ".join(SCHEDULES))

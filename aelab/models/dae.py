@@ -8,7 +8,9 @@ from torch import Tensor
 
 from aelab.errors import UserError
 from aelab.models.ae import AE
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 
 def gaussian(x: Tensor, noise: float, factor: int) -> Tensor:
@@ -35,14 +37,24 @@ def downsample(x: Tensor, noise: float, factor: int) -> Tensor:
 
 
 CORRUPTIONS = {"gaussian": gaussian, "salt_pepper": salt_pepper, "masking": masking, "downsample": downsample}
+RATES = ("salt_pepper", "masking")  # corruptions whose noise is the fraction of entries hit, not a std
 
 
 class DAE(AE):
     """`noise` is the std (gaussian) or the rate (salt_pepper, masking); downsample uses `factor` instead."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 weight_decay: float = 0.0, corruption: str = "gaussian", factor: int = 2, clip: bool = True) -> None:
+    @classmethod
+    def check_options(cls, options: dict, key: str) -> None:
+        noise, corruption = options.get("input_noise"), options.get("corruption")
+        if corruption in RATES and isinstance(noise, (int, float)) and noise > 1:
+            raise UserError(f"{key}.input_noise", f"{corruption} hits a fraction of the entries: {noise} is not one",
+                            "0 <= noise <= 1")
+
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None, weight_decay: Annotated[float, Range(0, None)] = 0.0,
+                 corruption: Annotated[str, OneOf(CORRUPTIONS)] = "gaussian",
+                 factor: Annotated[int, Range(1, None)] = 2, clip: bool = True) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, weight_decay)
         if corruption not in CORRUPTIONS:
             raise UserError("model.corruption", f"unknown value {corruption!r}", "one of: " + ", ".join(CORRUPTIONS))

@@ -16,14 +16,18 @@ from torch import Tensor
 from aelab.data.base import Batch, Split
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder, Diagnostics, Phase
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 
 class PCA(Autoencoder):
     """latent_dim components, or with `variance` the fewest that keep that fraction of the variance (the arch is unused)."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, variance: float | None = None,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None) -> None:
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 variance: Annotated[float | None, Range(0, 1, low_open=True)] = None,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes)
         d = math.prod(self.input_shape)
         if variance is None and self.latent_dim > d:

@@ -11,7 +11,9 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.ae import AE
 from aelab.models.base import Diagnostics
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 PENALTIES = ("l1", "kl")
 
@@ -29,9 +31,11 @@ def bernoulli_kl(rho: float, rho_hat: Tensor) -> Tensor:  # (D,) KL(Bernoulli(rh
 class SparseAE(AE):
     """penalty=l1: beta * summed activation per example; penalty=kl: beta * sum over units of KL(rho || mean activation)."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 1.0,
-                 penalty: str = "l1", rho: float = 0.05, likelihood: str = "bernoulli", input_noise: float = 0.0,
-                 num_classes: int | None = None, weight_decay: float = 0.0) -> None:
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 beta: Annotated[float, Range(0, None)] = 1.0, penalty: Annotated[str, OneOf(PENALTIES)] = "l1",
+                 rho: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.05,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None, weight_decay: Annotated[float, Range(0, None)] = 0.0) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, weight_decay)
         if penalty not in PENALTIES:
             raise UserError("model.penalty", f"unknown value {penalty!r}", "one of: " + ", ".join(PENALTIES))

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Condition, Diagnostics
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.schema import Annotated, OneOf, Range
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]) exceeds this
 
@@ -23,9 +25,10 @@ class VAE(Autoencoder):
     has_posterior = True
     prior_is_standard_normal = True  # whether the KL of each dimension to N(0, 1) is the model's KL term
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int, beta: float = 1.0,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
-                 recon_weight: float = 1.0, condition: Condition | None = None) -> None:
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 beta: Annotated[float, Range(0, None)] = 1.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None,
+                 recon_weight: Annotated[float, Range(0, None)] = 1.0, condition: Condition | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
         self.beta, self.recon_weight = float(beta), float(recon_weight)
         extra = condition.encoder_features if condition is not None else 0

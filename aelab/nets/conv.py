@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from aelab.nets.linear import Linear
+from aelab.schema import Annotated, Range
 
 
 # oneDNN's convolutions work in NHWC: with NCHW tensors every conv pays a layout reorder each way.
@@ -75,7 +76,15 @@ class ConvDecoder(nn.Module):
 class ConvArch:
     """`arch=conv`: one stride-2 block per entry of channels (32-64-128-256 in the course)."""
 
-    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), negative_slope: float = 0.2) -> None:
+    @classmethod
+    def check_options(cls, options: dict, key: str) -> None:
+        from aelab.errors import UserError
+
+        if not options.get("channels"):
+            raise UserError(f"{key}.channels", "empty", "a non-empty list of positive integers, e.g. [32,64]")
+
+    def __init__(self, channels: Annotated[Sequence[int], Range(1, None)] = (32, 64, 128, 256),
+                 negative_slope: Annotated[float, Range(0, 1)] = 0.2) -> None:
         from aelab.errors import UserError
 
         if not channels or any(not isinstance(c, int) or c < 1 for c in channels):

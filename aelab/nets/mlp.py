@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from aelab.nets.linear import Linear
+from aelab.schema import Annotated, OneOf, Range
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
@@ -53,7 +54,8 @@ class MLPDecoder(nn.Module):
 class MLPArch:
     """`arch=mlp`: hidden sizes for the encoder; the decoder mirrors them."""
 
-    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "relu") -> None:
+    def __init__(self, hidden: Annotated[Sequence[int], Range(1, None)] = (512, 256),
+                 activation: Annotated[str, OneOf(ACTIVATIONS)] = "relu") -> None:
         from aelab.errors import UserError
 
         if activation not in ACTIVATIONS:
