@@ -92,10 +92,9 @@ def test_wae_codes_match_the_prior_where_a_plain_ae_codes_do_not(compose_cfg, tm
     assert measured["wae"] < 0.1 * measured["ae"], measured  # measured: 0.06 against 2.4
 
 
-def test_wae_gaussian_encoder_has_a_posterior_and_the_deterministic_one_not(compose_cfg) -> None:
-    _, data, det = _model(compose_cfg, "model=wae")
-    _, _, gauss = _model(compose_cfg, "model=wae", "model.encoder=gaussian")
-    assert not det.has_posterior and gauss.has_posterior
+def test_wae_gaussian_encoder_trains_on_sampled_codes_and_encodes_the_mean(compose_cfg) -> None:
+    _, data, gauss = _model(compose_cfg, "model=wae", "model.encoder=gaussian")
+    assert not gauss.has_posterior  # no likelihood bound: eval reports no ELBO / IS-NLL for a WAE
     x = data.train.head(8).x
     mu, logvar = gauss.posterior(x)
     assert torch.equal(gauss.encode(x), mu) and logvar.shape == mu.shape
@@ -111,11 +110,12 @@ def test_info_vae_with_zero_mmd_weight_is_the_vae_on_the_same_weights_and_noise(
     _, _, vae = _model(compose_cfg, "model=vae", "beta=1")
     vae.load_state_dict(info.state_dict())
     batch = data.train.head(32)
-    torch.manual_seed(3)
-    ours = info.losses(batch, 1)
-    torch.manual_seed(3)
-    theirs = vae.losses(batch, 1)
-    assert info.mmd_weight == 0 and float(ours["mmd"].detach()) == 0
+    with torch.no_grad():
+        torch.manual_seed(3)
+        ours = info.losses(batch, 1)
+        torch.manual_seed(3)
+        theirs = vae.losses(batch, 1)
+    assert info.mmd_weight == 0 and float(ours["mmd"]) == 0
     assert float(ours["recon"]) == pytest.approx(float(theirs["recon"]), rel=1e-6)
     assert float(ours["kl"]) == pytest.approx(float(theirs["kl"]), rel=1e-6)
 

@@ -3,7 +3,8 @@
 
 alpha = 0 keeps the full ELBO and adds the MMD; alpha = 1 drops the per-example KL (the "MMD-VAE"),
 which lets q(z|x) be as informative as it likes while the codes as a whole still match N(0, I). The
-MMD is the one WAE uses (aelab/models/mmd.py), on the same reparameterised codes the decoder sees.
+MMD is the one WAE uses (aelab/models/mmd.py), on the same reparameterised codes the decoder sees
+(the VAE's latent_terms hook: nothing else of the VAE is repeated).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Diagnostics
 from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
-from aelab.models.vae import VAE, gaussian_kl
+from aelab.models.vae import VAE
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
 
 class InfoVAE(VAE):
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None,
                  alpha: Annotated[float, Range(None, 1)] = 0.0,
                  lambda_mmd: Annotated[float, Range(0, None, low_open=True)] = 10.0,
                  kernel: Annotated[str, OneOf(KERNELS)] = "rbf",
@@ -48,13 +50,10 @@ class InfoVAE(VAE):
     def mmd_weight(self) -> float:
         return self.alpha + self.lambda_mmd - 1.0
 
-    def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
-        # VAE.losses plus one term on its z: that method keeps z to itself, so its three lines are repeated here
-        mu, logvar = self.posterior(self.corrupt(batch.x), batch.y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # (B, D) reparameterised
-        recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
-        kl = self.kl_weight(step) * self.kl_penalty(gaussian_kl(mu, logvar).mean(0))
-        return {"recon": recon, "kl": kl, "mmd": self.mmd_weight * mmd_to_standard_normal(z.float(), self.kernel, self.scales)}
+    def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
+        """The VAE's (1 - alpha)-weighted KL, and the MMD between the batch's sampled codes z (B, D) and N(0, I)."""
+        mmd = mmd_to_standard_normal(z.float(), self.kernel, self.scales)
+        return {**super().latent_terms(mu, logvar, z, step), "mmd": self.mmd_weight * mmd}
 
     @torch.no_grad()
     def diagnostics(self, batch: Batch) -> Diagnostics:

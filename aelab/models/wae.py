@@ -28,8 +28,9 @@ ENCODERS = ("deterministic", "gaussian")  # z = f(x), or z ~ N(mu(x), diag sigma
 class WAE(Autoencoder):
     has_prior = True
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None,
                  lambda_mmd: Annotated[float, Range(0, None)] = 100.0,
                  kernel: Annotated[str, OneOf(KERNELS)] = "imq",
                  scales: Annotated[Sequence[float], Range(0, None, low_open=True)] = SCALES,
@@ -48,12 +49,9 @@ class WAE(Autoencoder):
         if not options.get("scales"):
             raise UserError(f"{key}.scales", "no kernel scales", "a list of positive numbers, e.g. [0.5,1,2]")
 
-    @property
-    def has_posterior(self) -> bool:  # type: ignore[override]
-        """A Gaussian encoder is a q(z|x), so ELBO and IS-NLL are defined; a deterministic one is not."""
-        return self.encoder_kind == "gaussian"
-
     def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (B, D), (B, D)
+        """A Gaussian encoder's mean and log-variance. Not announced as has_posterior: WAE's objective is no
+        likelihood bound, and its encoder variances shrink towards 0, so ELBO and IS-NLL would mean little."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
