@@ -163,7 +163,7 @@ def load_grid_rows(size: int, rows: Tensor | None) -> Tensor:
 def load_dsprites(
     size: Annotated[int, OneOf(IMAGE_SIZES)] = 64,
     subsample: Annotated[int | None, Range(1, NUM_COMBINATIONS)] = None,
-    seed: int = 0,
+    seed: Annotated[int, Range(0, None)] = 0,
 ) -> TensorData:
     """The dSprites grid (or `subsample` combinations drawn without replacement, seeded); y = shape."""
     if size not in IMAGE_SIZES:

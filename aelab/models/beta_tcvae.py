@@ -44,7 +44,7 @@ class BetaTCVAE(VAE):
     dimension-wise KL (the paper: alpha = gamma = 1, beta = 6). dataset_size: N in the estimator; null takes
     the training split's size when training starts (before that, e.g. on a model never trained, the batch's)."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  beta: Annotated[float, Range(0, None)] = 6.0, alpha: Annotated[float, Range(0, None)] = 1.0,
                  gamma: Annotated[float, Range(0, None)] = 1.0,
                  dataset_size: Annotated[int | None, Range(1, None)] = None, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",

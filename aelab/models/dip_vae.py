@@ -38,7 +38,7 @@ def dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:  # (D
 class DIPVAE(VAE):
     """variant: i | ii; lambda_od, lambda_d: weights of the off-diagonal and diagonal penalties."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  variant: Annotated[str, OneOf(VARIANTS)] = "i", lambda_od: Annotated[float, Range(0, None)] = 10.0,
                  lambda_d: Annotated[float, Range(0, None)] = 100.0, beta: Annotated[float, Range(0, None)] = 1.0,
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:

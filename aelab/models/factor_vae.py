@@ -35,7 +35,7 @@ class FactorVAE(VAE):
     """gamma: weight of the total-correlation estimate (the paper: 6.4 to 100, 40 on dSprites); disc_hidden: the
     discriminator's hidden sizes (the paper: six of 1000); disc_lr_scale: its learning rate over the VAE's."""
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  gamma: Annotated[float, Range(0, None)] = 10.0, disc_hidden: Sequence[int] = (1000,) * 6,
                  disc_lr_scale: Annotated[float, Range(0, None, low_open=True)] = 1.0,
                  beta: Annotated[float, Range(0, None)] = 1.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",

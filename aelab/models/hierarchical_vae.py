@@ -35,7 +35,7 @@ class HierarchicalVAE(VAE):
 
     prior_is_standard_normal = False
 
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  middle_dim: Annotated[int, Range(1, None)] = 100, middle_hidden: Sequence[int] = (100, 100),
                  middle_activation: Annotated[str, OneOf(MIDDLE_ACTIVATIONS)] = "tanh",
                  beta: Annotated[float, Range(0, None)] = 1.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",

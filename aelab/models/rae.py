@@ -25,8 +25,9 @@ FD_STEP = 1e-2  # gradient_penalty: step of the central difference along a rando
 
 
 class RAE(AE):
-    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
-                 likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
+                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 num_classes: int | None = None,
                  code_weight: Annotated[float, Range(0, None)] = 0.1,
                  regulariser: Annotated[str, OneOf(REGULARISERS)] = "l2",
                  reg_weight: Annotated[float, Range(0, None)] = 1e-3) -> None:
