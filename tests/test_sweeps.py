@@ -259,9 +259,13 @@ def test_report_command_line(tmp_path) -> None:
     ("test/denoise_psnr_0.3", "max"), ("test/precision", "max"), ("test/recall", "max"), ("test/elbo", "max"),
     ("val/active_units", "max"), ("val/explained_variance", "max"), ("train/images_per_s", "max"),
     ("test/mig", "max"), ("test/sap", "max"), ("test/dci_disentanglement", "max"), ("test/dci_informativeness", "max"),
-    ("test/beta_vae_score", "max"), ("val/codebook_perplexity", "max"),
+    ("test/beta_vae_score", "max"), ("val/codebook_perplexity", "max"), ("test/disentanglement", "max"),
+    ("val/tc", "min"), ("val/tc_estimate", "min"), ("val/mmd", "min"), ("val/code_l2", "min"), ("val/codebook", "min"),
+    ("val/weight_decay", "min"), ("val/quantisation_error", "min"), ("val/gradient_penalty", "min"),
+    ("val/loss_at_beta", "min"), ("val/uniform_bits", "min"),
     # no side is better: opposing players, targets, counters, ambiguous or unknown names
-    ("train/adv_gen", None), ("val/adv_disc", None), ("val/mean_activation", None), ("val/active_fraction", None),
+    ("train/adv_gen", None), ("val/adv_disc", None), ("val/adv_gen_label", None), ("val/mi", None),
+    ("val/code_std_mean", None), ("val/mean_activation", None), ("val/active_fraction", None),
     ("val/perplexity", None), ("epochs", None), ("steps", None), ("val/components", None), ("val/shrink", None),
 ])
 def test_metric_directions(name: str, expected: str | None) -> None:

@@ -9,14 +9,17 @@ the ELBO's reconstruction NLL (lower), `frechet_reference` a Fréchet distance (
 `negative` just before the deciding word turns it round: `neg_elbo` is lower-is-better, `elbo` higher.
 
 Decisions worth knowing:
-  - every loss term a family returns that is listed below (`recon`, `kl`, `sparsity`, `label`, ...) is lower-is-
-    better; the adversarial players' terms (`adv_gen`, `adv_disc`) have no direction: one player's gain is the
-    other's loss, so neither low nor high means a better model;
+  - every loss term a family returns that is listed below (`recon`, `kl`, `sparsity`, `label`, `tc`, `mmd`,
+    `code_l2`, `weight_decay`, `codebook`, ...) is lower-is-better; the adversarial players' terms (`adv_gen`,
+    `adv_disc`, `adv_gen_label`, ...) have no direction: one player's gain is the other's loss, so neither low nor
+    high means a better model; nor have `mi` (beta-TCVAE's index-code mutual information: a penalty in its loss,
+    information worth keeping as a diagnostic) and the families' code statistics (`code_std_mean`, ...);
   - `active_units` is higher-is-better: posterior collapse shows as few active units;
   - `perplexity` alone has no direction (a language model's perplexity is better low, a VQ codebook's usage
     perplexity better high); `codebook_perplexity` is higher-is-better;
-  - disentanglement scores (`mig`, `sap`, `dci_*`, `*_score`) are higher-is-better; `dci_informativeness`
-    follows disentanglement_lib, where it is a prediction accuracy;
+  - disentanglement scores (`mig`, `sap`, `dci_*`, `disentanglement`, `completeness`, `informativeness`,
+    `*_score`) are higher-is-better; informativeness follows disentanglement_lib, where it is a prediction accuracy;
+  - bits (the PixelCNN prior's `uniform_bits`, bits per dimension) are lower-is-better;
   - rates (`images_per_s`) are higher-is-better, durations (`time/epoch_s`, `seconds`) lower-is-better;
   - sparse-AE diagnostics (`mean_activation`, `active_fraction`) and counters (`epochs`, `steps`) have none.
 """
@@ -41,11 +44,13 @@ _EXACT: dict[str, Direction | None] = {
 
 _LOWER = (
     "loss", "recon", "kl", "nll", "bce", "mse", "mae", "rmse", "error", "err", "sparsity", "label", "frechet", "fid",
-    "kid", "distance", "bpd", "commitment", "tc", "mmd", "contractive", "penalty", "seconds", "s", "time",
+    "kid", "distance", "bpd", "bits", "commitment", "codebook", "tc", "mmd", "contractive", "penalty", "l2", "decay",
+    "seconds", "s", "time",
 )
 _HIGHER = (
     "accuracy", "acc", "auroc", "auprc", "auc", "psnr", "ssim", "precision", "recall", "f1", "elbo", "likelihood",
-    "score", "mig", "sap", "dci", "modularity", "explicitness", "r2",
+    "score", "mig", "sap", "dci", "disentanglement", "completeness", "informativeness", "modularity", "explicitness",
+    "r2",
 )
 _NONE = ("adv", "perplexity", "epoch", "epochs", "step", "steps", "components")
 _WORDS: dict[str, Direction | None] = {**{w: "min" for w in _LOWER}, **{w: "max" for w in _HIGHER},
@@ -53,14 +58,7 @@ _WORDS: dict[str, Direction | None] = {**{w: "min" for w in _LOWER}, **{w: "max"
 _NEGATIONS = ("neg", "negative")
 _FLIP: dict[Direction, Direction] = {"min": "max", "max": "min"}
 _RATE = re.compile(r"_per_(s|sec|second)$")  # throughput: images_per_s, samples_per_second
-
-
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?(e-?[0-9]+)?")  # a dimension (kl_dim/03) or a noise level (psnr_0.3, 1e-3)
 
 
 def direction(name: str) -> Direction | None:
@@ -68,9 +66,11 @@ def direction(name: str) -> Direction | None:
     last = name.rsplit("/", 1)[-1].lower()
     if last in _EXACT:
         return _EXACT[last]
+    if last.startswith("adv_"):  # an adversarial player's term (adv_gen, adv_disc_label): one's gain, the other's loss
+        return None
     if _RATE.search(last):
         return "max"
-    words = [w for w in re.split(r"[/_]", name.lower()) if w and not _is_number(w)]
+    words = [w for w in re.split(r"[/_]", name.lower()) if w and not _NUMBER.fullmatch(w)]
     for i in range(len(words) - 1, -1, -1):
         if words[i] not in _WORDS:
             continue
