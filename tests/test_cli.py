@@ -35,6 +35,21 @@ def test_command_help_and_cfg_are_hydras(tmp_path) -> None:
     assert not (tmp_path / "outputs").exists()
 
 
+def _psnr_by_hand(run: Path) -> float:
+    """Mean PSNR (dB, pixels in [0, 1]) of the run's reconstructions of its test split: 10 log10(1 / MSE)."""
+    import torch
+
+    from aelab.data import build_data
+    from aelab.engine.loading import load_run
+
+    loaded = load_run(run)
+    test = build_data(loaded.config.data, torch.device("cpu")).test
+    with torch.no_grad():
+        x = test.head(len(test)).x.float()  # (N, 1, 16, 16)
+        mse = (loaded.model.reconstruct(x).clamp(0, 1) - x).pow(2).flatten(1).mean(1)  # (N,)
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
 def test_train_then_eval_sample_interpolate(tmp_path) -> None:
     out = aelab("train", "data=synthetic", "model=vae", "latent_dim=2", "epochs=2", "device=cpu", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -48,7 +63,9 @@ def test_train_then_eval_sample_interpolate(tmp_path) -> None:
     ev = aelab("eval", f"run={run}", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr
     metrics = json.loads(next(run.glob("eval/*/metrics.json")).read_text())
-    assert metrics["data"] == "synthetic" and metrics["test/loss"] > 0 and 0 < metrics["test/psnr"] < 100
+    assert metrics["data"] == "synthetic"
+    assert metrics["test/loss"] == pytest.approx(metrics["test/recon"] + metrics["test/kl"])
+    assert metrics["test/psnr"] == pytest.approx(_psnr_by_hand(run), rel=1e-4)
 
     sa = aelab("sample", f"run={run}", "n=16", cwd=tmp_path)
     assert sa.returncode == 0, sa.stderr
