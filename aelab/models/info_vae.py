@@ -18,6 +18,7 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Diagnostics
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
 from aelab.models.vae import VAE
 from aelab.nets import Arch
@@ -26,7 +27,7 @@ from aelab.schema import OneOf, Range
 
 class InfoVAE(VAE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None,
                  alpha: Annotated[float, Range(None, 1)] = 0.0,
                  lambda_mmd: Annotated[float, Range(0, None, low_open=True)] = 10.0,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from aelab.models.ae import AE
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -26,7 +27,7 @@ FD_STEP = 1e-2  # gradient_penalty: step of the central difference along a rando
 
 class RAE(AE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None,
                  code_weight: Annotated[float, Range(0, None)] = 0.1,
                  regulariser: Annotated[str, OneOf(REGULARISERS)] = "l2",

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Diagnostics
+from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
@@ -29,7 +30,7 @@ class WAE(Autoencoder):
     has_prior = True
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 likelihood: str = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None,
                  lambda_mmd: Annotated[float, Range(0, None)] = 100.0,
                  kernel: Annotated[str, OneOf(KERNELS)] = "imq",
