@@ -177,7 +177,7 @@ def check_value(key: str, value: Any, annotation: Any) -> None:
         if isinstance(m, OneOf):
             if value is None and _nullable(base):
                 return
-            if value not in m.values or isinstance(value, bool) != any(isinstance(v, bool) for v in m.values):
+            if not any(value == v and type(value) is type(v) for v in m.values):  # 1.0 is not the choice 1
                 raise UserError(key, f"unknown value {value!r}", describe(annotation))
             return
     if not _matches(value, base):

@@ -45,7 +45,7 @@ def load_folder(path: str | None, size: Annotated[int, Range(1, None)] = 32,
     """All images under path; class labels from subfolder names when every image sits in one."""
     if not path:
         raise UserError("data.source.path", "no folder given", "data=folder data.source.path=/path/to/images")
-    if channels not in (1, 3):
+    if channels not in CHANNELS:  # the schema's list: a second line for callers from Python
         raise UserError("data.source.channels", f"got {channels}", "1 or 3")
     root = Path(path).expanduser()
     if not root.is_dir():
