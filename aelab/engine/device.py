@@ -28,11 +28,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 autocast on a GPU that supports it, full precision elsewhere."""
+    """auto: bf16 autocast on a GPU that supports it, full precision elsewhere; fp16 autocast (the trainer adds a
+    gradient scaler) where asked, which is what older GPUs without bf16 need."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None

@@ -112,6 +112,10 @@ class AAE(Autoencoder):
         return {**self.reconstruction_losses(batch, step), **classification, **self.generator_losses(batch, step),
                 **self.discriminator_losses(batch, step)}
 
+    @property
+    def monitor(self) -> str:
+        return "recon"  # the players' losses oppose each other: their sum says nothing about the model
+
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         y = self.default_labels(n) if y is None else y  # a label part decodes with labels; else None: the whole prior
         codes = self.prior.sample(n, y if self.supervised else None, self.device)

@@ -28,13 +28,21 @@ class Phase:
     loss: Callable[[Batch, int], dict[str, Tensor]] | None = None  # only the terms this phase needs; None: model.losses
 
 
+@dataclass(frozen=True)
+class Picture:
+    """Images to show as a grid, `per_row` to a row; the viewer (viz) lays them out, so models never draw."""
+
+    images: Tensor  # (N, C, H, W) in [0, 1]
+    per_row: int = 8
+
+
 @dataclass
 class Diagnostics:
     """What a family shows beyond its loss terms, computed on validation data once per epoch."""
 
     scalars: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, Tensor] = field(default_factory=dict)
-    images: dict[str, Tensor] = field(default_factory=dict)  # (3, H, W) in [0, 1]
+    images: dict[str, Picture] = field(default_factory=dict)
 
 
 SHOWN = 24  # examples in the pictures diagnostics draw
@@ -93,6 +101,12 @@ class Autoencoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(itertools.chain(self.parameters(), self.buffers())).device
+
+    @property
+    def monitor(self) -> str:
+        """The validation scalar (no split prefix) whose best value marks the best model (best.pt, early
+        stopping); families whose loss sum does not mean "better" (opposing players, a weight schedule) override."""
+        return "loss"
 
     @property
     def conditional(self) -> bool:
@@ -184,7 +198,7 @@ class Autoencoder(nn.Module):
         """The input corruption, during training only."""
         return self.add_noise(x) if self.training and self.corrupts else x
 
-    def _style_transfer(self, batch: Batch) -> Tensor:
+    def _style_transfer(self, batch: Batch) -> Picture:
         """Rows: one input per class, then its code decoded with every label (style kept, class swapped)."""
         k = self.condition.num_classes  # type: ignore[union-attr]
         first = [int((batch.y == c).nonzero()[0]) for c in range(k) if (batch.y == c).any()]
@@ -198,13 +212,11 @@ class Autoencoder(nn.Module):
         return _rows([torch.cat(rows)], per_row=k + 1)
 
 
-def _rows(parts: list[Tensor], per_row: int) -> Tensor:
-    """Interleave equally long image batches row by row into one grid."""
-    from aelab.viz.images import grid
-
+def _rows(parts: list[Tensor], per_row: int) -> Picture:
+    """Interleave equally long image batches row by row into one picture."""
     if len(parts) == 1:
-        return grid(parts[0], nrow=per_row)
+        return Picture(parts[0], per_row)
     rows = []
     for start in range(0, parts[0].shape[0], per_row):
         rows += [p[start : start + per_row] for p in parts]
-    return grid(torch.cat(rows), nrow=per_row)
+    return Picture(torch.cat(rows), per_row)

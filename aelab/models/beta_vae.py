@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from aelab.errors import UserError
-from aelab.models.vae import VAE
+from aelab.data.base import Batch
+from aelab.models.base import Diagnostics
+from aelab.models.vae import VAE, gaussian_kl
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
 from aelab.schema import Annotated, OneOf, Range
@@ -28,6 +31,21 @@ class BetaVAE(VAE):
         if kl_schedule not in SCHEDULES:
             raise UserError("model.kl_schedule", f"unknown value {kl_schedule!r}", "one of: " + ", ".join(SCHEDULES))
         self.kl_warmup_steps, self.kl_schedule, self.free_bits = int(kl_warmup_steps), kl_schedule, float(free_bits)
+
+    @property
+    def monitor(self) -> str:
+        """Under a KL schedule or free bits the logged loss weighs the KL as training does at that step: an
+        early, under-weighted epoch would look best. The loss at the final beta compares epochs fairly."""
+        return "loss_at_beta" if self.kl_warmup_steps > 0 or self.free_bits > 0 else "loss"
+
+    @torch.no_grad()
+    def diagnostics(self, batch: Batch) -> Diagnostics:
+        out = super().diagnostics(batch)
+        mu, logvar = self.posterior(batch.x, batch.y)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
+        out.scalars["loss_at_beta"] = float(recon) + self.beta * float(gaussian_kl(mu, logvar).float().mean(0).sum())
+        return out
 
     def kl_weight(self, step: int) -> float:
         if self.kl_warmup_steps <= 0:

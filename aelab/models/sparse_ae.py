@@ -10,7 +10,7 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.ae import AE
-from aelab.models.base import Diagnostics
+from aelab.models.base import Diagnostics, Picture
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
 from aelab.schema import Annotated, OneOf, Range
@@ -61,10 +61,8 @@ class SparseAE(AE):
         return out
 
 
-def per_class_image(a: Tensor, y: Tensor, num_classes: int) -> Tensor:
+def per_class_image(a: Tensor, y: Tensor, num_classes: int) -> Picture:
     """Mean activation (B, D) per class: one sqrt(D) x sqrt(D) tile per class when D is square, else one row per class."""
-    from aelab.viz.images import grid
-
     d = a.shape[1]
     means = torch.stack([a[y == c].mean(0) if (y == c).any() else a.new_zeros(d) for c in range(num_classes)])  # (K, D)
     means = means / means.amax().clamp_min(1e-8)  # brightest unit white
@@ -73,4 +71,4 @@ def per_class_image(a: Tensor, y: Tensor, num_classes: int) -> Tensor:
         tiles, (sy, sx), nrow = means.view(num_classes, 1, side, side), (max(1, 48 // side),) * 2, min(num_classes, 10)
     else:
         tiles, (sy, sx), nrow = means.view(1, 1, num_classes, d), (8, max(1, 256 // d)), 1
-    return grid(tiles.repeat_interleave(sy, dim=-2).repeat_interleave(sx, dim=-1), nrow=nrow)
+    return Picture(tiles.repeat_interleave(sy, dim=-2).repeat_interleave(sx, dim=-1), per_row=nrow)
