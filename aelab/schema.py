@@ -7,7 +7,7 @@ and, through `typing.Annotated`, its range or allowed values::
                  penalty: Annotated[str, OneOf(PENALTIES)] = "l1") -> None:
 
 and a class may add rules across keys as ``@classmethod check_options(cls, options: dict, key: str)``
-(raising UserError). `check_target` checks a config node against that before anything is built, so a
+(raising UserError); a function target (a data source) carries the same rule as its `check_options` attribute. `check_target` checks a config node against that before anything is built, so a
 new family is its module plus its YAML and nothing else knows its keys. No torch import here.
 """
 
@@ -257,7 +257,7 @@ def check_against(target: Callable[..., Any], node: Mapping[str, Any], key: str,
                 options[name] = value
                 continue
             allowed = [n for n in params if n not in provided and _settable(hints.get(n, Any))]
-            raise UserError(full, "unknown key", "keys: " + ", ".join(allowed))
+            raise UserError(full, "unknown key", "keys: " + ", ".join(allowed) if allowed else f"{key} takes no keys")
         check_value(full, value, hints.get(name, params[name].annotation if not isinstance(
             params[name].annotation, str) else inspect.Parameter.empty))
         options[name] = value
