@@ -16,6 +16,10 @@ COMMANDS = {
     "traverse": "latent traversals, a row per code dimension: aelab traverse run=<run> steps=10",
     "fit-prior": "fit a density to a run's training codes: aelab fit-prior run=<run> prior=gmm components=10",
     "report": "tabulate the runs under a folder, seeds as mean ± std: aelab report multirun/<date>/<time>",
+    "encode": "the code of every example as codes.npy/.csv: aelab encode run=<run> data=csv data.path=new.csv",
+    "reconstruct": "reconstruct new images under their own names: aelab reconstruct run=<run> data=folder data.source.path=in/ out=out/",
+    "score": "per-example anomaly scores and a flag: aelab score run=<run> data=csv data.path=new.csv",
+    "export": "encoder and decoder as standalone files: aelab export run=<run> format=torchscript",
 }
 
 # Hydra flags that print or configure instead of running: hand them over unchecked.

@@ -365,3 +365,28 @@ TRAVERSE_KEYS: dict[str, Any] = {
 check_traverse = _checked(TRAVERSE_KEYS, ("data",), first=(_run,), then=(_span,))
 CHECKS["traverse"] = check_traverse
 TABLES["traverse"] = TRAVERSE_KEYS
+
+
+# aelab encode / reconstruct / score / export (aelab/commands/): a trained run applied to data of the user's
+APPLY_SPLITS = ("all", *SPLITS)  # all: every example in the data's own order, nothing carved or shuffled
+SCORES = ("auto", "recon_nll", "neg_elbo", "nll_iw")  # auto: nll_iw with iw_samples, neg_elbo with a posterior, else recon_nll
+EXPORT_FORMATS = ("torchscript", "onnx")
+APPLY_KEYS: dict[str, Any] = {**FROM_RUN_KEYS, "split": Annotated[str, OneOf(APPLY_SPLITS)]}
+ENCODE_KEYS: dict[str, Any] = {**APPLY_KEYS}
+RECONSTRUCT_KEYS: dict[str, Any] = {**APPLY_KEYS, "out": str | None, "preview": COUNT}
+SCORE_KEYS: dict[str, Any] = {
+    **APPLY_KEYS,
+    "out": str | None,
+    "iw_samples": COUNT,
+    "elbo_samples": POSITIVE,
+    "threshold.quantile": Annotated[float, Range(0, 1)],
+    "threshold.value": float | None,
+    "threshold.score": Annotated[str, OneOf(SCORES)],
+}
+EXPORT_KEYS: dict[str, Any] = {**FROM_RUN_KEYS, "format": Annotated[str, OneOf(EXPORT_FORMATS)]}
+check_encode = _checked(ENCODE_KEYS, ("data",), first=(_run,))
+check_reconstruct = _checked(RECONSTRUCT_KEYS, ("data",), first=(_run,))
+check_score = _checked(SCORE_KEYS, ("data",), first=(_run,))
+check_export = _checked(EXPORT_KEYS, first=(_run,))
+CHECKS.update(encode=check_encode, reconstruct=check_reconstruct, score=check_score, export=check_export)
+TABLES.update(encode=ENCODE_KEYS, reconstruct=RECONSTRUCT_KEYS, score=SCORE_KEYS, export=EXPORT_KEYS)

@@ -23,8 +23,22 @@ def _fractions(n: int, fractions: list[float], seed: int) -> list[torch.Tensor]:
     return list(torch.split(order, [rest, *sizes]))
 
 
+def fit_standardization(x: torch.Tensor, columns: list[str] | None) -> dict[str, list]:
+    """Per-column mean and std of (N, D) training rows, as plain lists (they travel in the checkpoint)."""
+    x = x.double()
+    return {"columns": list(columns) if columns is not None else [str(i) for i in range(x.shape[1])],
+            "mean": x.mean(0).tolist(), "std": x.std(0).clamp_min(1e-12).tolist()}
+
+
+def standardize(x: torch.Tensor, stats: dict[str, list]) -> torch.Tensor:  # (N, D) -> (N, D) float32
+    """Scale rows with stored training statistics."""
+    mean = torch.tensor(stats["mean"], dtype=torch.float64)
+    std = torch.tensor(stats["std"], dtype=torch.float64)
+    return ((x - mean) / std).float()
+
+
 def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, seed: int,
-                   device: torch.device) -> DataModule:
+                   device: torch.device, standardization: dict[str, list] | None = None) -> DataModule:
     if src.test_x is None:
         train_idx, val_idx, test_idx = _fractions(len(src.train_x), [val_fraction, test_fraction], seed)
         test = (src.train_x[test_idx], None if src.train_y is None else src.train_y[test_idx])
@@ -34,11 +48,11 @@ def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, s
         test = (src.test_x, src.test_y)
         test_factors = None  # factors are only known for data whose test split is carved from train
 
-    x = src.train_x
-    if src.standardize:  # statistics of the training split only, so val/test stay unseen
-        mean, std = x[train_idx].double().mean(0), x[train_idx].double().std(0).clamp_min(1e-12)
-        x = ((x - mean) / std).float()
-        test = (((test[0] - mean) / std).float(), test[1])
+    x, stats = src.train_x, None
+    if src.standardize:  # statistics of the training split only (or a trained run's), so val/test stay unseen
+        stats = standardization or fit_standardization(x[train_idx], src.columns)
+        x = standardize(x, stats)
+        test = (standardize(test[0], stats), test[1])
 
     def part(idx: torch.Tensor) -> TensorSplit:
         return TensorSplit(x[idx], None if src.train_y is None else src.train_y[idx], device,
@@ -47,7 +61,7 @@ def _tensor_module(src: TensorData, val_fraction: float, test_fraction: float, s
     return DataModule(
         src.name, tuple(src.train_x.shape[1:]), src.num_classes,  # type: ignore[arg-type]
         part(train_idx), part(val_idx), TensorSplit(*test, device, test_factors),
-        class_names=src.class_names, notes=list(src.notes), factors=src.factor_spec,
+        class_names=src.class_names, notes=list(src.notes), factors=src.factor_spec, standardization=stats,
     )
 
 
@@ -63,12 +77,15 @@ def _stream_module(src: StreamData, val_fraction: float, test_fraction: float, s
                       class_names=src.class_names, notes=list(src.notes))
 
 
-def build_data(cfg: DictConfig, device: torch.device) -> DataModule:
-    """Instantiate cfg.source and split it; the split is seeded by cfg.split_seed, not the run seed."""
+def build_data(cfg: DictConfig, device: torch.device, standardization: dict[str, list] | None = None) -> DataModule:
+    """Instantiate cfg.source and split it; the split is seeded by cfg.split_seed, not the run seed.
+
+    standardization: a trained run's stored table statistics, used instead of fitting new ones.
+    """
     src = build(cfg.source, "data.source")
     val_f, test_f, seed = float(cfg.val_fraction), float(cfg.test_fraction), int(cfg.split_seed)
     if isinstance(src, TensorData):
-        return _tensor_module(src, val_f, test_f, seed, device)
+        return _tensor_module(src, val_f, test_f, seed, device, standardization)
     if isinstance(src, StreamData):
         return _stream_module(src, val_f, test_f, seed, device, int(cfg.get("num_workers", 0)))
     raise TypeError(f"data source {cfg.source._target_} returned {type(src).__name__}")

@@ -156,6 +156,9 @@ class DataModule:
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. why a fallback happened
     factors: FactorSpec | None = None  # data with known factors (dsprites); splits then carry Batch.factors
+    # standardised tables: {columns, mean, std} of the training split, kept in the checkpoint so data given to a
+    # trained run later is scaled as the training data was (never refitted on the new data)
+    standardization: dict[str, list] | None = None
 
     def render(self, factor_indices: Tensor) -> Tensor:
         """Images (N, C, H, W) for chosen factor indices (N, F); only for data with known factors."""
@@ -168,4 +171,5 @@ class DataModule:
             "name": self.name, "shape": list(self.shape), "num_classes": self.num_classes,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
             "notes": self.notes,
+            **({"standardization": self.standardization} if self.standardization is not None else {}),
         }

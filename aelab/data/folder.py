@@ -18,8 +18,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 class ImageFiles(torch.utils.data.Dataset):
     """Reads, converts and resizes one image per item: (uint8 (C, H, W), label)."""
 
-    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int) -> None:
+    def __init__(self, files: list[Path], labels: list[int], size: int, channels: int, root: Path | None = None) -> None:
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
+        self.root = root  # the folder the files were found under
+
+    def relative_names(self) -> list[str]:
+        """Each file's path under the folder (what commands that write one output per image name it by)."""
+        return [str(p.relative_to(self.root) if self.root is not None else p.name) for p in self.files]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -58,7 +63,7 @@ def load_folder(path: str | None, size: Annotated[int, Range(1, None)] = 32,
     class_names = sorted(subdirs) if labelled else None
     index = {name: i for i, name in enumerate(class_names or [])}
     labels = [index[p.relative_to(root).parts[0]] if labelled else -1 for p in files]
-    dataset = ImageFiles(files, labels, size, channels)
+    dataset = ImageFiles(files, labels, size, channels, root)
     return StreamData(
         f"folder:{root}", dataset, (channels, size, size),
         num_classes=len(class_names) if class_names else None, class_names=class_names,

@@ -23,6 +23,7 @@ class TensorData:
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     standardize: bool = False  # scale each column to zero mean, unit variance with training-split statistics
+    columns: list[str] | None = None  # a table's feature column names: the schema new data must match
     factors: Tensor | None = None  # (N, F) int64 ground-truth factor indices of train_x (test carved from train)
     factor_spec: FactorSpec | None = None
 

@@ -48,13 +48,15 @@ def load_csv(path: str | None, label_column: str | int | None = None, delimiter:
                                 "numeric columns only; name a text column with data.label_column")
             values[r - (2 if has_header else 1), j] = number
     x = torch.from_numpy(values)
+    columns = [names[i] for i in features]
     if label_at is None:
-        return TensorData(f"csv:{file.name}", x, None, standardize=True)
+        return TensorData(f"csv:{file.name}", x, None, standardize=True, columns=columns)
     labels = [row[label_at].strip() for row in body]
     classes = sorted(set(labels), key=lambda c: (_number(c) is None, _number(c) or 0.0, c))
     index = {c: k for k, c in enumerate(classes)}
     y = torch.tensor([index[c] for c in labels], dtype=torch.long)
-    return TensorData(f"csv:{file.name}", x, y, num_classes=len(classes), class_names=classes, standardize=True)
+    return TensorData(f"csv:{file.name}", x, y, num_classes=len(classes), class_names=classes, standardize=True,
+                      columns=columns)
 
 
 def _column(label_column: str | int, names: list[str]) -> int:

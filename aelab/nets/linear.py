@@ -73,7 +73,8 @@ class _OneDNNLinear(torch.autograd.Function):
 def onednn_applies(x: Tensor, weight: Tensor) -> bool:
     """fp32 on the CPU with no autocast: the case where oneDNN is faster and exact to fp32 rounding."""
     return (_ONEDNN is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing())  # TorchScript / ONNX export records plain F.linear: portable files
 
 
 class Linear(nn.Linear):
