@@ -190,8 +190,8 @@ def _fake_sweep(root: Path) -> None:
                 _fake_run(root, name, overrides, status={"status": "failed", "error": "error: data: bad things"})
             else:
                 extra = {"test/psnr": 20.0 + seed} if (model, dim) == ("ae", 2) else None
-                _fake_run(root, name, overrides, {"val/recon": value, "val/loss": value + 1, "train/loss": 1.0},
-                          eval_metrics=extra)
+                _fake_run(root, name, overrides, {"val/recon": value, "val/loss": value + 1, "train/loss": 1.0,
+                                                  "val/kl_dim/00": 0.5}, eval_metrics=extra)
             num += 1
     wide = ["model=vae", "latent_dim=16", "data=mnist5k", "epochs=3"]
     _fake_run(root, f"{num}_model=vae,latent_dim=16,seed=0", [*wide, "seed=0"])  # no metrics, no status: incomplete
@@ -216,6 +216,9 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, compose_cfg) -> None:
     assert float(rows["vae", "8"]["val/recon"]) == 35.0 and rows["vae", "8"]["val/recon_std"] == ""
     assert rows["vae", "16"]["done"] == "0" and rows["vae", "16"]["val/recon"] == ""
     assert "train/loss" not in rows["ae", "2"]  # columns: val/*, test/*, eval/* by default
+    assert "val/kl_dim/00" not in rows["ae", "2"]  # val/* is one level deep: no per-dimension breakdowns
+    run(compose_cfg([f"dir={root}", "x=null", "metrics=[val/kl_dim/*]", f"out={tmp_path / 'dims'}"], config_name="report"))
+    assert float(next(csv.DictReader((tmp_path / "dims" / "report.csv").open()))["val/kl_dim/00"]) == 0.5
 
     md = (root / "report.md").read_text()
     assert "| ae | 8 | 2/2 done | **21.000 ± 1.414** |" in md and "| vae | 8 | 1/2 done, 1 failed | 35.000 |" in md

@@ -108,7 +108,10 @@ def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], y: str | No
     present: list[str] = []
     for run in runs:
         present += [k for k in run.metrics if k not in present]
-    chosen = sorted(k for k in present if any(fnmatch.fnmatchcase(k, p) for p in patterns))
+    # A pattern matches names as deep as itself: val/* takes val/recon but not the per-dimension breakdowns
+    # (val/kl_dim/00, ...) that every epoch's report also holds; val/kl_dim/* asks for those.
+    chosen = sorted(k for k in present if any(fnmatch.fnmatchcase(k, p) and k.count("/") <= max(p.count("/"), 1)
+                                              for p in patterns))
     if y in present:
         chosen = [y] + [k for k in chosen if k != y]
     return chosen
