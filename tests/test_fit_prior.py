@@ -57,7 +57,7 @@ def test_a_fitted_prior_is_saved_and_loaded_with_how_it_was_fitted(tmp_path) -> 
     a, b = prior.sample(50, torch.Generator().manual_seed(5)), loaded.sample(50, torch.Generator().manual_seed(5))
     assert a.shape == (50, 4) and a.dtype == torch.float32 and torch.equal(a, b)
     assert load_fitted_prior(tmp_path, "pixelcnn") is None
-    assert FITTED_PRIORS == ("gmm",)
+    assert FITTED_PRIORS == ("gmm", "pixelcnn")
 
 
 def test_too_many_components_for_the_codes_is_a_user_error() -> None:
@@ -102,7 +102,7 @@ def test_fit_prior_stores_a_mixture_whose_decoded_draws_beat_the_fitted_gaussian
     assert near < 0.5 * far, (near, far)  # measured: 0.0004 against 0.17
 
 
-@pytest.mark.parametrize("override, key", [("prior=pixelcnn", "prior"), ("components=0", "components"),
+@pytest.mark.parametrize("override, key", [("prior=flow", "prior"), ("components=0", "components"),
                                            ("ckpt=first", "ckpt"), ("max_codes=1", "max_codes")])
 def test_fit_prior_keys_are_checked_before_any_work(toy_run, override: str, key: str) -> None:
     with pytest.raises(UserError) as error:
@@ -116,3 +116,53 @@ def test_the_cli_runs_fit_prior_by_its_dashed_name(tmp_path, capsys) -> None:
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run:") and "\n" not in err
+
+
+# ---- what sample and eval draw from ----------------------------------------------------------------------
+def _cfg(config_name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _tiny_run(path: Path, *overrides: str) -> Path:
+    args = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", "device=cpu", "logger=none", *overrides]
+    train.run(_cfg("train", args), path, list(overrides))
+    return path
+
+
+def test_sample_and_eval_draw_from_the_fitted_prior_and_say_so(tmp_path) -> None:
+    from aelab.commands import eval as eval_command
+    from aelab.commands import sample
+
+    run = _tiny_run(tmp_path / "vae", "model=vae")
+    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+    assert drawn["source"] == "the prior" and "samples" in drawn  # nothing fitted: the model's own prior
+    with pytest.raises(UserError, match=r"prior: .* has no fitted gmm prior \(aelab fit-prior run=.* prior=gmm\)"):
+        sample.run(_cfg("sample", [f"run={run}", "device=cpu", "prior=gmm"]))
+    fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu", "components=2"]))
+    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+    assert "mixture" in drawn["source"] and Path(drawn["output_dir"], drawn["samples_gmm"]).is_file()
+    assert sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4", "prior=model"]))["source"] == "the prior"
+    quick = ["device=cpu", "iw_samples=0", "probe.max_train=0", "noise=[]", "tensorboard=false", "num_images=0",
+             "generation.samples=64"]
+    out = eval_command.run(_cfg("eval", [f"run={run}", *quick]))
+    assert "mixture" in out["generation_prior"] and out["test/frechet_distance"] > 0
+    ae = _tiny_run(tmp_path / "ae", "model=ae")
+    assert "test/frechet_distance" not in eval_command.run(_cfg("eval", [f"run={ae}", *quick]))  # nothing to draw from
+    out = eval_command.run(_cfg("eval", [f"run={ae}", *quick, "generation.prior=gaussian"]))
+    assert out["generation_prior"] == "a Gaussian fitted to the training codes" and out["test/frechet_distance"] > 0
+    with pytest.raises(UserError, match="prior: AE has no prior of its own"):
+        sample.run(_cfg("sample", [f"run={ae}", "device=cpu", "prior=model"]))
+
+
+def test_a_pixelcnn_prior_over_vq_vae_codes_is_fitted_and_sampled(tmp_path) -> None:
+    from aelab.commands import sample
+
+    run = _tiny_run(tmp_path / "vq", "model=vq_vae", "arch=conv")
+    with pytest.raises(UserError, match="prior: VQVAE codes are indices into a codebook"):
+        fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu"]))
+    fitted = fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu", "prior=pixelcnn", "epochs=1"]))
+    assert (run / "priors" / "pixelcnn.pt").is_file() and fitted["uniform_bits"] > 0
+    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+    assert "PixelCNN" in drawn["source"] and Path(drawn["output_dir"], drawn["samples_pixelcnn"]).is_file()

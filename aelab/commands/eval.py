@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import RunSession, named_data_config, open_run, print_results
+from aelab.commands.session import RunSession, choose_sampler, named_data_config, open_run, print_results
 from aelab.config_check import check_eval
 from aelab.errors import UserError
 
@@ -107,9 +107,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             timed("anomaly", lambda: anomaly_metrics(model, split, bs, outliers=outliers))
         elif anomaly is not None:
             timed("anomaly", lambda: anomaly_metrics(model, split, bs, normal=anomaly[1]))
-        if model.has_prior and int(cfg.generation.samples) > 0 and data.num_classes and data.train.has_labels:
+        sampler = choose_sampler(session, str(cfg.generation.prior), "generation.prior", gaussian_fallback=False)
+        if sampler is not None and int(cfg.generation.samples) > 0 and data.num_classes and data.train.has_labels:
+            out.metrics({"generation_prior": sampler.source})
             timed("generation", lambda: generation_metrics(model, data, split, int(cfg.generation.samples), bs,
-                                                           int(cfg.generation.epochs), seed, log=_note))
+                                                           int(cfg.generation.epochs), seed, log=_note,
+                                                           draw=lambda n: sampler.images(model, n)))
 
         if int(cfg.num_images) > 0:
             picture = report.images.get("reconstructions", report.figures.get("reconstructions"))

@@ -13,30 +13,53 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import open_run, print_results
+from aelab.commands.session import RunSession, open_run, print_results
 from aelab.config_check import check_fit_prior
+from aelab.errors import UserError
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from aelab.models.fitted_prior import fit_gaussian, fit_gmm, mean_nll, prior_path, training_codes
-
     check_fit_prior(cfg)
     with open_run(cfg, "fit_prior") as session:
-        model, data, seed = session.model, session.data, int(cfg.seed)
-        limit = None if cfg.max_codes is None else int(cfg.max_codes)
-        codes = training_codes(model, data.train, limit, seed=seed)  # (N, D)
-        prior = fit_gmm(codes, int(cfg.components), seed)
-        prior.info.update(checkpoint=str(cfg.ckpt), step=session.step, family=type(model).__name__)
-        path = prior.save(prior_path(session.run.run_dir, str(cfg.prior)))
-        held_out = training_codes(model, data.val, limit, seed=seed + 1)
-        results = {"prior": str(cfg.prior), "components": prior.components, "codes": prior.info["codes"],
-                   "converged": prior.info["converged"],
-                   "val/code_nll": mean_nll(prior, held_out),  # nats per code, lower is better
-                   "val/code_nll_gaussian": mean_nll(fit_gaussian(codes), held_out), "file": str(path)}
+        results = fit_pixelcnn_prior(cfg, session) if cfg.prior == "pixelcnn" else fit_gmm_prior(cfg, session)
         session.out.metrics(results)
-        print_results(f"fit-prior: {cfg.prior} with {prior.components} components on {prior.info['codes']} "
-                      "training codes", results, session.out.dir)
+        print_results(f"fit-prior: {cfg.prior} on {results['codes']} training codes", results, session.out.dir)
     return {**results, "output_dir": str(session.out.dir)}
+
+
+def fit_gmm_prior(cfg: DictConfig, session: RunSession) -> dict[str, Any]:
+    """A Gaussian mixture over continuous codes; its held-out code NLL beside the single fitted Gaussian's."""
+    from aelab.models.fitted_prior import fit_gaussian, fit_gmm, mean_nll, prior_path, training_codes
+
+    model, data, seed = session.model, session.data, int(cfg.seed)
+    if hasattr(model, "code_indices"):
+        raise UserError("prior", f"{type(model).__name__} codes are indices into a codebook, not continuous",
+                        "prior=pixelcnn")
+    limit = None if cfg.max_codes is None else int(cfg.max_codes)
+    codes = training_codes(model, data.train, limit, seed=seed)  # (N, D)
+    prior = fit_gmm(codes, int(cfg.components), seed)
+    prior.info.update(checkpoint=str(cfg.ckpt), step=session.step, family=type(model).__name__)
+    path = prior.save(prior_path(session.run.run_dir, "gmm"))
+    held_out = training_codes(model, data.val, limit, seed=seed + 1)
+    return {"prior": "gmm", "components": prior.components, "codes": prior.info["codes"],
+            "converged": prior.info["converged"],
+            "val/code_nll": mean_nll(prior, held_out),  # nats per code, lower is better
+            "val/code_nll_gaussian": mean_nll(fit_gaussian(codes), held_out), "file": str(path)}
+
+
+def fit_pixelcnn_prior(cfg: DictConfig, session: RunSession) -> dict[str, Any]:
+    """An autoregressive model over a VQ-VAE's grid of code indices, trained with a checkpoint per epoch."""
+    from rich.console import Console
+
+    from aelab.models.fitted_prior import prior_path
+    from aelab.models.pixelcnn_prior import fit_pixelcnn
+
+    console = Console(stderr=True)
+    path = prior_path(session.run.run_dir, "pixelcnn")
+    prior = fit_pixelcnn(session.model, session.data.train, int(cfg.epochs), path.parent, val=session.data.val,
+                         batch_size=int(cfg.batch_size), lr=float(cfg.lr), seed=int(cfg.seed),
+                         report=lambda line: console.print(line, highlight=False))
+    return {"prior": "pixelcnn", "codes": len(session.data.train), **prior.metrics, "file": str(path)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="fit_prior")

@@ -1,7 +1,8 @@
 """`aelab sample run=<dir>`: decode draws from the prior, the 2-D latent plane, classes and style transfer.
 
-Families with a prior draw from it (an AAE from the prior it was trained to match). Families without one
-draw from a Gaussian fitted to their training codes, and say so. Conditional families also get a grid
+Families with a prior draw from it (an AAE from the prior it was trained to match); a density `aelab fit-prior`
+stored in the run (GMM, PixelCNN) comes first, and families with neither draw from a Gaussian fitted to their
+training codes; the table says which (`prior=` chooses). Conditional families also get a grid
 of every class (`y=` picks one) and, with `style_from=`, an example's style decoded as every class.
 """
 
@@ -14,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import fitted_gaussian, open_run, pick_index, print_results
+from aelab.commands.session import choose_sampler, open_run, pick_index, print_results
 from aelab.config_check import check_sample
 from aelab.errors import UserError
 
@@ -43,26 +44,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise UserError("style_from", f"the model of this run ({type(model).__name__}) does not decode by class",
                             "a conditional run: model=cvae or cae")
         images = model.images
+        sampler = choose_sampler(session, str(cfg.prior), "prior", gaussian_fallback=True)
         needs_data = not model.has_prior or cfg.style_from is not None
         data = session.data if needs_data else None
-        n, info, pictures = int(cfg.n), {}, {}
+        n, info, pictures = int(cfg.n), {"source": sampler.source}, {}
         with torch.no_grad():
             y = None if label is None else torch.full((n,), label, device=model.device)
-            if model.has_prior:
-                drawn, info["source"] = model.sample(n, y), "the prior"
-            else:  # no prior: a Gaussian fitted to the training codes stands in for one
-                mean, cov = fitted_gaussian(model, data.train)
-                z = torch.distributions.MultivariateNormal(mean, cov).sample((n,)).float().to(model.device)
-                y = model.default_labels(n) if y is None else y
-                drawn = model.likelihood.mean(model.decode(z, y))
-                info["source"] = "a Gaussian fitted to the training codes"
-            name = "samples" if model.has_prior else "samples_fitted_gaussian"
+            drawn = sampler.images(model, n, y)
+            name = {"model": "samples", "gaussian": "samples_fitted_gaussian"}.get(sampler.key, f"samples_{sampler.key}")
             if not images:
                 background = None if data is None else data.train.head(2000).x
                 pictures[name] = samples_figure(drawn, background)
             else:
                 pictures[name] = grid(drawn, nrow=int(math.ceil(math.sqrt(n))))
-                if model.samples_by_class and label is None and model.has_prior:
+                if model.samples_by_class and label is None and sampler.key == "model":
                     k, per = int(model.num_classes), int(cfg.per_class)  # one row per class
                     labels = torch.arange(k, device=model.device).repeat_interleave(per)
                     pictures["samples_by_class"] = grid(model.sample(k * per, labels), nrow=per)

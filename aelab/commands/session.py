@@ -9,8 +9,9 @@ Each command is then only what it computes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from aelab.errors import UserError
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor
 
     from aelab.data.base import DataModule, Split
     from aelab.engine.loading import LoadedRun
@@ -187,6 +189,55 @@ def print_results(title: str, values: dict[str, Any], out_dir: Path) -> None:
     console = Console()
     console.print(table)
     console.print(f"results: {out_dir}", soft_wrap=True, highlight=False)
+
+
+# ---- what to draw samples from ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sampler:
+    """Where samples come from: the model's own prior, or codes drawn from a density fitted to its codes."""
+
+    key: str  # model | pixelcnn | gmm | gaussian
+    source: str  # in words, for the table and metrics.json
+    draw_codes: Callable[[int], Tensor] | None = None  # n -> codes (n, D); None: the model samples itself
+
+    def images(self, model: Autoencoder, n: int, y: Tensor | None = None) -> Tensor:
+        if self.draw_codes is None:
+            return model.sample(n, y)
+        y = model.default_labels(n) if y is None else y  # conditional families decode with a label
+        return model.likelihood.mean(model.decode(self.draw_codes(n).to(model.device).float(), y))
+
+
+def choose_sampler(session: RunSession, choice: str, key: str, gaussian_fallback: bool) -> Sampler | None:
+    """`auto`: a density `aelab fit-prior` stored in the run (pixelcnn before gmm), else the model's prior, else
+    (with gaussian_fallback) a Gaussian fitted to the training codes; None when there is nothing to draw from."""
+    from aelab.models.fitted_prior import load_fitted_prior, prior_path
+
+    model, run_dir = session.model, session.run.run_dir
+    fitted = {"pixelcnn": prior_path(run_dir, "pixelcnn"), "gmm": prior_path(run_dir, "gmm")}
+    if choice == "auto":
+        choice = next((k for k, path in fitted.items() if path.is_file()), "model" if model.has_prior else
+                      ("gaussian" if gaussian_fallback else ""))
+        if not choice:
+            return None
+    if choice in fitted and not fitted[choice].is_file():
+        raise UserError(key, f"{run_dir} has no fitted {choice} prior", f"aelab fit-prior run={run_dir} prior={choice}")
+    if choice == "model":
+        if not model.has_prior:
+            raise UserError(key, f"{type(model).__name__} has no prior of its own", "gmm, pixelcnn or gaussian")
+        return Sampler("model", "the prior")
+    if choice == "pixelcnn":
+        from aelab.models.pixelcnn_prior import PixelCNNPrior
+
+        pixelcnn = PixelCNNPrior.load(fitted["pixelcnn"], map_location=session.device)
+        return Sampler("pixelcnn", "a PixelCNN fitted to the training code grids", pixelcnn.sample)
+    if choice == "gmm":
+        gmm = load_fitted_prior(run_dir, "gmm")
+        return Sampler("gmm", f"a {gmm.components}-component Gaussian mixture fitted to the training codes", gmm.sample)
+    import torch
+
+    mean, cov = fitted_gaussian(model, session.data.train)
+    gaussian = torch.distributions.MultivariateNormal(mean, cov)
+    return Sampler("gaussian", "a Gaussian fitted to the training codes", lambda n: gaussian.sample((n,)))
 
 
 # ---- choosing examples and data by what the user named ----------------------------------------------

@@ -154,13 +154,15 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
 
 @torch.no_grad()
 def generation_metrics(model, data: DataModule, split: Split, samples: int, batch_size: int,
-                       epochs: int = 2, seed: int = 0, log=print) -> dict[str, float]:
-    """Fréchet distance and precision/recall of `samples` prior draws against as many real examples of the split;
-    frechet_reference: the same distance between the split and the training split (what real data scores)."""
+                       epochs: int = 2, seed: int = 0, log=print, draw=None) -> dict[str, float]:
+    """Fréchet distance and precision/recall of `samples` draws (`draw(n)`, default the model's prior) against as
+    many real examples of the split; frechet_reference: the same distance between the split and the training
+    split (what real data scores)."""
     net, test_accuracy, _ = feature_net(data, model.device, epochs, seed, log)
     real = split.head(samples).x
     n = len(real)
-    fake = torch.cat([model.sample(min(batch_size, n - i)).float() for i in range(0, n, batch_size)])
+    draw = draw or model.sample
+    fake = torch.cat([draw(min(batch_size, n - i)).float() for i in range(0, n, batch_size)])
     real_f, fake_f = features_of(net, real), features_of(net, fake)
     train_f = features_of(net, data.train.head(n).x)
     return {"frechet_distance": frechet_distance(real_f, fake_f), **precision_recall(real_f, fake_f),

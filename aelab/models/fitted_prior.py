@@ -16,7 +16,11 @@ from torch import Tensor, nn
 
 from aelab.errors import UserError
 
-FITTED_PRIORS = ("gmm",)  # the densities `aelab fit-prior prior=` fits (the one place a new one is added)
+FITTED_PRIORS = ("gmm", "pixelcnn")  # the densities `aelab fit-prior prior=` fits (the one place a new one is added)
+# what `aelab sample prior=` and eval's `generation.prior=` draw from: auto (a fitted density stored in the run,
+# else the model's prior, else for sample a Gaussian fitted to the training codes), the model's own prior, a
+# fitted density, or that Gaussian
+SAMPLE_PRIORS = ("auto", "model", *FITTED_PRIORS, "gaussian")
 PRIORS_DIR = "priors"  # <run>/priors/<name>.pt
 FORMAT = 1  # bump when the saved fields change
 
