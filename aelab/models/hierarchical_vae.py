@@ -69,6 +69,10 @@ class HierarchicalVAE(VAE):
         """Logits of x from a top code: through the middle layer's prior mean (sample draws h1 instead)."""
         return self.decoder(self.middle_prior(z)[0])
 
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Through the middle layer's posterior mean, the way the bound reconstructs (not up to h2 and back)."""
+        return self.likelihood.mean(self.decoder(self.middle_posterior(x)[0]))
+
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         h1 = _draw(*self.middle_prior(self.prior(n)))  # ancestral: h2 ~ N(0, I), h1 ~ p(h1|h2)
         return self.likelihood.mean(self.decoder(h1))
