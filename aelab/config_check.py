@@ -68,6 +68,7 @@ EVAL_KEYS: dict[str, Any] = {
     "anomaly.outliers": str | dict | None,
     "generation.samples": COUNT,
     "generation.epochs": POSITIVE,
+    "generation.prior": str,  # one of SAMPLE_PRIORS: checked by _sample_prior (the tuple lives beside torch code)
     "views.points": Annotated[int, Range(2, None)],
     "views.tsne": COUNT,
     "views.grid_size": Annotated[int, Range(2, None)],
@@ -75,6 +76,7 @@ EVAL_KEYS: dict[str, Any] = {
 SAMPLE_KEYS: dict[str, Any] = {
     **FROM_RUN_KEYS,
     "n": POSITIVE,
+    "prior": str,  # one of SAMPLE_PRIORS: checked by _sample_prior
     "grid_size": Annotated[int, Range(2, None)],
     "span": tuple[float, float] | None,
     "y": OPTIONAL_CLASS,
@@ -325,9 +327,20 @@ def _report_dir(values: dict[str, Any]) -> None:
         raise UserError("dir", f"no runs under {root}", "folders written by aelab train, with .hydra/ or metrics.json")
 
 
+# what sample and eval's generation metrics draw from (aelab/models/fitted_prior.py SAMPLE_PRIORS)
+def _sample_prior(key: str) -> Callable[[dict[str, Any]], None]:
+    def check(values: dict[str, Any]) -> None:
+        from aelab.models.fitted_prior import SAMPLE_PRIORS  # imports torch, which the command needs next anyway
+
+        value = _select(values, key)
+        if value is not None:
+            check_value(key, value, Annotated[str, OneOf(SAMPLE_PRIORS)])
+    return check
+
+
 check_train = _checked(TRAIN_KEYS, GROUPS, then=(_resume, _objective))
-check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,), then=(_outliers,))
-check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span,))
+check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,), then=(_outliers, _sample_prior("generation.prior")))
+check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
 check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
 check_report = _checked(REPORT_KEYS, first=(_report_dir,))
 
@@ -339,7 +352,8 @@ TABLES = {"train": TRAIN_KEYS, "eval": EVAL_KEYS, "sample": SAMPLE_KEYS, "interp
 
 # aelab fit-prior (aelab/commands/fit_prior.py): its keys, and the prior checked against the one list of fitted densities
 FIT_PRIOR_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
-                                  "prior": str, "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)]}
+                                  "prior": str, "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)],
+                                  "epochs": POSITIVE, "lr": Annotated[float, Range(0, None, low_open=True)]}
 
 
 def _fitted_prior(values: dict[str, Any]) -> None:
