@@ -150,7 +150,7 @@ def test_restarts_revive_every_dead_code(trained, compose_cfg, tmp_path) -> None
     found = {}
     for restart in ("true", "false"):
         data, net = trained if restart == "true" else _train(compose_cfg, tmp_path, "model.restart_dead=false")
-        found[restart] = usage_stats(code_grids(net, data.train), 32)["codebook_used"], int(net.codebook.restarts)
+        found[restart] = usage_stats(code_grids(net, data.train), 32)["codes_used"], int(net.codebook.restarts)
         with torch.no_grad():
             assert all(math.isfinite(v.item()) for v in net.eval().losses(data.val.head(128), 0).values())
     assert found["true"][0] == 1.0 and found["true"][1] > 0  # every code chosen by some training vector
@@ -162,10 +162,10 @@ def test_diagnostics_report_codebook_usage(compose_cfg) -> None:
     found = net.diagnostics(data.val.head(64))
     index = net.code_indices(data.val.head(64).x)
     used = torch.unique(index).numel()
-    assert found.scalars["codebook_used"] == pytest.approx(used / 32)
+    assert found.scalars["codes_used"] == pytest.approx(used / 32)
     assert 1 <= found.scalars["codebook_perplexity"] <= used + 1e-4  # e^entropy is at most the number used
     assert found.histograms["code_index"].numel() == index.numel()
-    assert usage_stats(torch.arange(8), 8) == pytest.approx({"codebook_perplexity": 8.0, "codebook_used": 1.0})
+    assert usage_stats(torch.arange(8), 8) == pytest.approx({"codebook_perplexity": 8.0, "codes_used": 1.0})
 
 
 # ---- the PixelCNN prior ---------------------------------------------------------------------------

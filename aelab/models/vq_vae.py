@@ -228,5 +228,5 @@ def usage_stats(index: Tensor, size: int) -> dict[str, float]:
     counts = torch.bincount(index.flatten(), minlength=size).float()
     p = counts / counts.sum().clamp_min(1)
     return {"codebook_perplexity": float(torch.exp(-torch.special.xlogy(p, p).sum())),
-            "codebook_used": float((counts > 0).float().mean())}
+            "codes_used": float((counts > 0).float().mean())}
 
