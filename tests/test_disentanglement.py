@@ -49,7 +49,7 @@ def codes_and_factors(n: int, seed: int) -> np.ndarray:
 
 
 def test_beta_vae_score() -> None:
-    kw = dict(num_train=300, num_eval=200, seed=1)
+    kw = dict(num_train=200, num_eval=150, seed=1)
     exact = dm.beta_vae_score(perfect, IndexImages(), **kw)
     assert exact["train_accuracy"] == 1.0 and exact["eval_accuracy"] > 0.98
     assert dm.beta_vae_score(shuffled, IndexImages(), **kw)["eval_accuracy"] > 0.98

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -120,6 +121,11 @@ def _draw(shape: int, f: Tensor, size: int) -> tuple[Tensor, Tensor]:
     return index.view(len(f), -1), on.view(len(f), -1).to(torch.uint8).mul_(255)
 
 
+def render_float(factors: Tensor, size: int = 64) -> Tensor:
+    """Factor indices (N, 5) -> float images (N, 1, size, size) in [0, 1], as batches hold them."""
+    return render(factors, size).float().div_(255.0)
+
+
 def factor_grid() -> Tensor:
     """Every combination (737,280, 5), posY varying fastest, in the original data set's order."""
     axes = [torch.arange(k) for k in FACTOR_SIZES]
@@ -185,7 +191,7 @@ def load_dsprites(
         if not had_cache:
             notes.append(f"drew the {NUM_COMBINATIONS:,}-image grid in {time.perf_counter() - start:.0f} s "
                          f"and cached it at {cache_path(size)}")
-    spec = FactorSpec(FACTOR_NAMES, FACTOR_SIZES, lambda f: render(f, size).float().div_(255.0))
+    spec = FactorSpec(FACTOR_NAMES, FACTOR_SIZES, partial(render_float, size=size))
     name = "dsprites" if size == 64 else f"dsprites{size}"
     return TensorData(name, x, grid[:, 0].clone(), num_classes=len(SHAPES), class_names=list(SHAPES),
                       notes=notes, factors=grid, factor_spec=spec)

@@ -10,7 +10,9 @@ draw factors uniformly over the grid, render them and encode them. BetaVAE and F
 one factor and vary the rest, so they take the encoder and a factor source (something with `sizes` and
 `render(indices (N, F) int64) -> images`, e.g. `DataModule.factors`). Everything is seeded by `seed`.
 
-Where this code departs from disentanglement_lib (each named in the function's docstring): SAP standardises
+Where this code departs from disentanglement_lib (each named in the function's docstring): DCI's default
+trees are a random forest, not gradient boosting (several CPU minutes per call on this 2-core machine:
+estimator="gbt" restores it); SAP standardises
 each code dimension before its linear SVM (C = 0.01 otherwise makes the score depend on the code's units);
 FactorVAE's votes go to the real code dimension when some are pruned (the library indexes the
 pruned list); the BetaVAE logistic regression is scikit-learn's current default (lbfgs, multinomial) with
@@ -222,8 +224,10 @@ def _importance(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: 
             model = GradientBoostingClassifier(random_state=seed)
         else:
             # every split sees every dimension (max_features=None): with sqrt(D) random candidates a
-            # tree must often split on a useless dimension, which smears importance over all of them
-            model = RandomForestClassifier(n_estimators=50, max_features=None, min_samples_leaf=5, random_state=seed)
+            # tree must often split on a useless dimension, which smears importance over all of them;
+            # leaves of >= 20 points keep the trees from carving noise dimensions into importance
+            model = RandomForestClassifier(n_estimators=50, max_features=None, min_samples_leaf=20,
+                                           random_state=seed)
         model.fit(codes_train, factors_train[:, j])
         importance[:, j] = np.abs(model.feature_importances_)
         train_acc.append(np.mean(model.predict(codes_train) == factors_train[:, j]))
@@ -247,11 +251,15 @@ def dci_from_importance(importance: np.ndarray) -> tuple[float, float]:
 
 
 def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
-        estimator: str = "gbt", seed: int = 0) -> dict[str, float]:
+        estimator: str = "forest", seed: int = 0) -> dict[str, float]:
     """DCI disentanglement, completeness and informativeness (classification accuracy, train and test).
 
-    estimator="gbt" is the library's gradient boosted trees (scikit-learn defaults: 100 depth-3 trees per
-    class); "forest" is a cheaper random forest (50 trees) whose impurity importances stand in for them.
+    The importance of code dimension i for factor j is a tree ensemble's impurity importance when
+    classifying factor j from all codes. estimator="gbt" is disentanglement_lib's choice, gradient boosted
+    trees with scikit-learn's defaults (100 depth-3 trees per class: 11,300 trees for dSprites' factors,
+    about 6 CPU minutes at 10,000 points of 10-dimensional codes); the default "forest" is a random forest
+    of 50 trees (leaves of >= 20 points, every dimension considered at each split), about 20 CPU seconds.
+    On the same codes (image moments plus noise) the two agreed within 0.02 on all three numbers.
     """
     if estimator not in DCI_ESTIMATORS:
         raise ValueError(f"estimator must be one of {DCI_ESTIMATORS}, got {estimator!r}")
@@ -286,6 +294,6 @@ def sap_score(encode: Encode, source: FactorSource, *, num_train: int = 10_000, 
 
 
 def dci_score(encode: Encode, source: FactorSource, *, num_train: int = 10_000, num_test: int = 5_000,
-              estimator: str = "gbt", seed: int = 0) -> dict[str, float]:
+              estimator: str = "forest", seed: int = 0) -> dict[str, float]:
     """DCI on random grid points (10,000 to fit the trees, 5,000 to test them)."""
     return dci(*_train_test(encode, source, num_train, num_test, seed), estimator=estimator, seed=seed)
