@@ -47,7 +47,8 @@ class BetaTCVAE(VAE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  beta: Annotated[float, Range(0, None)] = 6.0, alpha: Annotated[float, Range(0, None)] = 1.0,
                  gamma: Annotated[float, Range(0, None)] = 1.0,
-                 dataset_size: Annotated[int | None, Range(1, None)] = None, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 dataset_size: Annotated[int | None, Range(1, None)] = None,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
                  input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
         self.alpha, self.gamma = float(alpha), float(gamma)

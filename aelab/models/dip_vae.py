@@ -41,7 +41,8 @@ class DIPVAE(VAE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  variant: Annotated[str, OneOf(VARIANTS)] = "i", lambda_od: Annotated[float, Range(0, None)] = 10.0,
                  lambda_d: Annotated[float, Range(0, None)] = 100.0, beta: Annotated[float, Range(0, None)] = 1.0,
-                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
         if variant not in VARIANTS:
             from aelab.errors import UserError

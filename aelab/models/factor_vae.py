@@ -36,9 +36,11 @@ class FactorVAE(VAE):
     discriminator's hidden sizes (the paper: six of 1000); disc_lr_scale: its learning rate over the VAE's."""
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 gamma: Annotated[float, Range(0, None)] = 10.0, disc_hidden: Sequence[int] = (1000,) * 6,
+                 gamma: Annotated[float, Range(0, None)] = 10.0,
+                 disc_hidden: Annotated[Sequence[int], Range(1, None)] = (1000,) * 6,
                  disc_lr_scale: Annotated[float, Range(0, None, low_open=True)] = 1.0,
-                 beta: Annotated[float, Range(0, None)] = 1.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 beta: Annotated[float, Range(0, None)] = 1.0,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
                  input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
         self.gamma, self.disc_lr_scale = float(gamma), float(disc_lr_scale)

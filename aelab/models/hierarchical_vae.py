@@ -36,9 +36,11 @@ class HierarchicalVAE(VAE):
     prior_is_standard_normal = False
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 middle_dim: Annotated[int, Range(1, None)] = 100, middle_hidden: Sequence[int] = (100, 100),
+                 middle_dim: Annotated[int, Range(1, None)] = 100,
+                 middle_hidden: Annotated[Sequence[int], Range(1, None)] = (100, 100),
                  middle_activation: Annotated[str, OneOf(MIDDLE_ACTIVATIONS)] = "tanh",
-                 beta: Annotated[float, Range(0, None)] = 1.0, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 beta: Annotated[float, Range(0, None)] = 1.0,
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
                  input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         # the VAE's constructor builds one latent layer's networks: skip it, build both layers' here
         super(VAE, self).__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes)

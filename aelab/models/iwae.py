@@ -28,8 +28,8 @@ class IWAE(VAE):
     the negative k-sample bound in nats per example (an upper bound on -log p(x))."""
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 k: Annotated[int, Range(1, None)] = 5, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
-                 num_classes: int | None = None) -> None:
+                 k: Annotated[int, Range(1, None)] = 5, likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, 1.0, likelihood, input_noise, num_classes)
         self.k = int(k)
 

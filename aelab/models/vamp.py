@@ -41,7 +41,8 @@ class VampVAE(VAE):
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  pseudo_inputs: Annotated[int, Range(1, None)] = 500, beta: Annotated[float, Range(0, None)] = 1.0,
-                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
         init = 0.5 + 0.05 * torch.randn(int(pseudo_inputs), *self.input_shape) if likelihood == "bernoulli" \
             else 0.05 * torch.randn(int(pseudo_inputs), *self.input_shape)  # near the middle of the data range
