@@ -383,7 +383,7 @@ TABLES["traverse"] = TRAVERSE_KEYS
 
 # aelab encode / reconstruct / score / export (aelab/commands/): a trained run applied to data of the user's
 APPLY_SPLITS = ("all", *SPLITS)  # all: every example in the data's own order, nothing carved or shuffled
-SCORES = ("auto", "recon_nll", "neg_elbo", "nll_iw")  # auto: nll_iw with iw_samples, neg_elbo with a posterior, else recon_nll
+SCORES = ("recon_nll", "neg_elbo", "nll_iw")  # the anomaly scores of aelab score, the first for every family
 EXPORT_FORMATS = ("torchscript", "onnx")
 APPLY_KEYS: dict[str, Any] = {**FROM_RUN_KEYS, "split": Annotated[str, OneOf(APPLY_SPLITS)]}
 ENCODE_KEYS: dict[str, Any] = {**APPLY_KEYS}

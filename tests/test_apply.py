@@ -216,14 +216,19 @@ def test_reconstruct_a_folder_keeps_names_and_sizes(runs, compose_cfg, tmp_path)
 
 def test_score_images_with_the_posterior_scores(runs, compose_cfg) -> None:
     run = runs("vae", "model=vae")
-    result = _run(score, compose_cfg, "score", [f"run={run}", "iw_samples=8", "split=test"])
+    result = _run(score, compose_cfg, "score", [f"run={run}", "iw_samples=8", "split=test", "threshold.score=nll_iw"])
     header, rows = _read_csv(Path(result["output_dir"]) / "scores.csv")
     assert header == ["index", "label", "recon_nll", "neg_elbo", "nll_iw", "is_anomaly"] and len(rows) == 32
     assert result["score"] == "nll_iw"
     nll_iw, neg_elbo = (np.array([float(r[k]) for r in rows]) for k in (4, 3))
     assert (nll_iw <= neg_elbo + 1.0).mean() > 0.9  # the IWAE bound is (up to sampling noise) tighter
+    flagged = np.array([int(r[5]) for r in rows])
+    assert (flagged == (nll_iw > result["threshold"])).all()
+    assert json.loads((run / "thresholds.json").read_text())["last/nll_iw/iw8/q0.99"]["examples"] == 32
     with pytest.raises(UserError, match="iw_samples"):
         _run(score, compose_cfg, "score", [f"run={runs('ae', 'model=ae')}", "iw_samples=4"])
+    with pytest.raises(UserError, match="^error: threshold.score: neg_elbo needs a posterior"):
+        _run(score, compose_cfg, "score", [f"run={runs('ae', 'model=ae')}", "threshold.score=neg_elbo"])
 
 
 # ---- export ---------------------------------------------------------------------------------------------------

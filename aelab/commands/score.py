@@ -26,10 +26,8 @@ THRESHOLDS = "thresholds.json"  # in the run directory, beside (never over) the 
 
 
 def chosen_score(cfg: DictConfig, model) -> str:
-    """The score the flag is set by: threshold.score, or auto (the tightest bound this family gives)."""
+    """The score the flag is set by (threshold.score), if this family has it."""
     name, iw = str(cfg.threshold.score), int(cfg.iw_samples)
-    if name == "auto":
-        return "nll_iw" if iw > 0 else "neg_elbo" if model.has_posterior else "recon_nll"
     if name in ("neg_elbo", "nll_iw") and not model.has_posterior:
         raise UserError("threshold.score", f"{name} needs a posterior q(z|x), {type(model).__name__} has none",
                         "recon_nll, or a VAE-type run")
