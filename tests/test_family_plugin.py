@@ -91,7 +91,7 @@ def aelab(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
                           timeout=300)
 
 
-@pytest.mark.slow  # three subprocesses (a refusal, a training run, its eval): 54 s measured at a load average of 8 on 2 cores
+@pytest.mark.slow  # three subprocesses (a refusal, a training run, its eval): 28-58 s measured on 2 shared cores (load 6-9)
 def test_it_is_refused_trained_and_evaluated_from_the_command_line(plugin: dict[str, str], tmp_path: Path) -> None:
     env = {k: v for k, v in plugin.items() if k != "searchpath"}
     bad = aelab("train", plugin["searchpath"], "model=shrinky", "model.strength=-1", *TINY_RUN, cwd=tmp_path, env=env)
