@@ -211,7 +211,8 @@ class VQVAE(Autoencoder):
     @torch.no_grad()
     def diagnostics(self, batch: Batch) -> Diagnostics:
         """Codebook usage on these examples: perplexity (e^entropy of the code frequencies; K = all used
-        equally), the fraction of codes chosen at least once, the mean squared quantisation error."""
+        equally), the fraction of codes chosen at least once (codes_used), the mean squared quantisation error,
+        and the restarts so far (code_restarts; with restarts on, the first batch's seeding of every code counts)."""
         out = super().diagnostics(batch)
         rows = self.flatten(self.encoder_grid(batch.x)).view(-1, self.embedding_dim).float()
         index, d2 = self.codebook.nearest(rows)
