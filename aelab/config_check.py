@@ -69,6 +69,14 @@ EVAL_KEYS: dict[str, Any] = {
     "generation.samples": COUNT,
     "generation.epochs": POSITIVE,
     "generation.prior": str,  # one of SAMPLE_PRIORS: checked by _sample_prior (the tuple lives beside torch code)
+    "disentanglement.enabled": bool,
+    "disentanglement.num_train": Annotated[int, Range(2, None)],
+    "disentanglement.num_eval": Annotated[int, Range(2, None)],
+    "disentanglement.batch_size": Annotated[int, Range(2, None)],
+    "disentanglement.variance_points": Annotated[int, Range(2, None)],
+    "disentanglement.bins": Annotated[int, Range(2, None)],
+    "disentanglement.dci_estimator": str,  # one of DCI_ESTIMATORS: checked by _dci_estimator
+    "disentanglement.sap_continuous": bool,
     "views.points": Annotated[int, Range(2, None)],
     "views.tsne": COUNT,
     "views.grid_size": Annotated[int, Range(2, None)],
@@ -339,7 +347,16 @@ def _sample_prior(key: str) -> Callable[[dict[str, Any]], None]:
 
 
 check_train = _checked(TRAIN_KEYS, GROUPS, then=(_resume, _objective))
-check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,), then=(_outliers, _sample_prior("generation.prior")))
+def _dci_estimator(values: dict[str, Any]) -> None:
+    from aelab.metrics.disentanglement import DCI_ESTIMATORS  # the tuple the metric itself uses
+
+    value = _select(values, "disentanglement.dci_estimator")
+    if value is not None:
+        check_value("disentanglement.dci_estimator", value, Annotated[str, OneOf(DCI_ESTIMATORS)])
+
+
+check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,),
+                      then=(_outliers, _sample_prior("generation.prior"), _dci_estimator))
 check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
 check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
 check_report = _checked(REPORT_KEYS, first=(_report_dir,))

@@ -157,3 +157,26 @@ def test_scores_on_dsprites_images_with_a_hand_made_encoder(compose_cfg) -> None
     assert votes["eval_accuracy"] > 0.5  # posX, posY and scale named right; shape and orientation left over
     mig = dm.mig_score(moments, source, num_points=2000)
     assert 0.2 < mig < 0.9  # the positions are captured, shape and orientation are not
+
+
+def test_eval_reports_the_five_scores_on_data_with_factors(compose_cfg, tmp_path) -> None:
+    from aelab.commands import eval as eval_command
+    from aelab.commands import train
+    from aelab.engine.loading import load_run
+
+    overrides = ["data=dsprites", "data.size=32", "data.subsample=600", "model=beta_vae", "latent_dim=4", "epochs=1",
+                 "batch_size=64", "device=cpu", "logger=none"]
+    train.run(compose_cfg(overrides), tmp_path, overrides)
+    sizes = {"num_train": 300, "num_eval": 200, "variance_points": 300, "batch_size": 16}
+    quick = [f"run={tmp_path}", "device=cpu", "iw_samples=0", "probe.max_train=0", "noise=[]", "tensorboard=false",
+             "num_images=0", "generation.samples=0", *(f"disentanglement.{k}={v}" for k, v in sizes.items())]
+    out = eval_command.run(compose_cfg(quick, "eval"))
+    names = ("betavae_score", "factorvae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
+             "dci_informativeness")
+    model = load_run(tmp_path).model
+    source = dsprites.load_dsprites(size=32, subsample=10).factor_spec
+    direct = dm.disentanglement_scores(lambda x: model.encode(x).float(), source, seed=0, **sizes)
+    assert {f"test/{n}" for n in names} <= set(out) and "disentanglement" in out["seconds"]
+    assert all(out[f"test/{n}"] == pytest.approx(direct[n]) for n in names)  # the same draws, the same numbers
+    skipped = eval_command.run(compose_cfg([*quick, "disentanglement.enabled=false"], "eval"))
+    assert not any(n.endswith(names) for n in skipped)

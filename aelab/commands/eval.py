@@ -57,6 +57,19 @@ def anomaly_plan(cfg: DictConfig, session: RunSession) -> tuple[str, Any] | None
     return None
 
 
+def disentanglement(model, factors, cfg: DictConfig, seed: int) -> dict[str, float]:
+    """The five disentanglement scores of the model's codes (the posterior mean for VAE-type families)."""
+    from aelab.metrics.disentanglement import disentanglement_scores
+
+    def encode(images):  # rendered on the CPU, encoded on the model's device
+        return model.encode(images.to(model.device)).float()
+
+    return disentanglement_scores(encode, factors, num_train=int(cfg.num_train), num_eval=int(cfg.num_eval),
+                                  batch_size=int(cfg.batch_size), variance_points=int(cfg.variance_points),
+                                  bins=int(cfg.bins), dci_estimator=str(cfg.dci_estimator),
+                                  sap_continuous=bool(cfg.sap_continuous), seed=seed)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
@@ -107,6 +120,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             timed("anomaly", lambda: anomaly_metrics(model, split, bs, outliers=outliers))
         elif anomaly is not None:
             timed("anomaly", lambda: anomaly_metrics(model, split, bs, normal=anomaly[1]))
+        if data.factors is not None and cfg.disentanglement.enabled:
+            timed("disentanglement", lambda: disentanglement(model, data.factors, cfg.disentanglement, seed))
         sampler = choose_sampler(session, str(cfg.generation.prior), "generation.prior", gaussian_fallback=False)
         if sampler is not None and int(cfg.generation.samples) > 0 and data.num_classes and data.train.has_labels:
             out.metrics({"generation_prior": sampler.source})
