@@ -22,8 +22,8 @@ def resolve_device(name: str) -> torch.device:
         raise UserError("device", "cuda requested but no CUDA GPU is available", "device=auto or device=cpu")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("device", "mps requested but Apple MPS is not available", "device=auto or device=cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError("device", f"unknown value {name!r}", "one of: auto, cpu, cuda, mps")
+    if name not in DEVICES:
+        raise UserError("device", f"unknown value {name!r}", "one of: " + ", ".join(DEVICES))
     return torch.device(name)
 
 
