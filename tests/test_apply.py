@@ -172,6 +172,9 @@ def test_a_table_with_other_columns_is_named(table_run, compose_cfg, tmp_path) -
     other = _table(tmp_path / "other.csv", _normal_rows(5, 1), names=("a", "b", "c", "d", "e", "g"))
     with pytest.raises(UserError, match=r"data.path: .*columns not in the training table: g; missing: f"):
         _run(score, compose_cfg, "score", [f"run={run}", "data=csv", f"data.path={other}"])
+    fewer = _table(tmp_path / "fewer.csv", _normal_rows(5, 1)[:, :4], names=("a", "b", "c", "d"))
+    with pytest.raises(UserError, match=r"data.path: .*missing: e, f"):
+        _run(score, compose_cfg, "score", [f"run={run}", "data=csv", f"data.path={fewer}", "split=test"])
     swapped = _table(tmp_path / "swapped.csv", _normal_rows(5, 1), names=("b", "a", "c", "d", "e", "f"))
     with pytest.raises(UserError, match="another order"):
         _run(encode, compose_cfg, "encode", [f"run={run}", "data=csv", f"data.path={swapped}"])

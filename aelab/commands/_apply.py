@@ -141,7 +141,6 @@ def applied_data(session: RunSession, split_name: str = "all") -> Applied:
         return _one_split(session, data_cfg, stats, split_name, table, folder)
     src = build(data_cfg.source, "data.source")
     if isinstance(src, TensorData):
-        _check_shape(session, src.name, tuple(src.train_x.shape[1:]))
         x, y = src.train_x, src.train_y
         if src.test_x is not None:  # a dataset with its own test split: train then test, as the files hold them
             x = torch.cat([x, src.test_x])
@@ -150,7 +149,9 @@ def applied_data(session: RunSession, split_name: str = "all") -> Applied:
             if stats is None:
                 raise UserError("data", f"{src.name} is a table scaled by training statistics, and the run was not "
                                 "trained on one", "the kind of data the run was trained on")
-            check_columns(src.columns, stats, table)
+            check_columns(src.columns, stats, table)  # before the shape: the columns name what differs
+        _check_shape(session, src.name, tuple(x.shape[1:]))
+        if src.standardize:
             x = _standardized(x, stats)
         split = TensorSplit(x, y, session.device)
         return Applied(src.name, split, list(range(len(x))), None, src.class_names, src.columns, table, stats, folder)
@@ -175,10 +176,14 @@ def _one_split(session: RunSession, data_cfg: DictConfig, stats: dict[str, list]
     from aelab.data import build_data
     from aelab.data.base import LoaderSplit
 
+    if table is not None and stats is not None:  # the columns name what differs: before anything is built on them
+        from aelab.data.table import load_csv
+
+        source = data_cfg.source
+        check_columns(load_csv(str(source.path), source.get("label_column"), str(source.get("delimiter", ","))).columns,
+                      stats, table)
     data = build_data(data_cfg, session.device, standardization=stats)
     _check_shape(session, data.name, tuple(data.shape))
-    if data.standardization is not None and stats is not None:
-        check_columns(data.standardization.get("columns"), stats, table)
     split = getattr(data, split_name)
     index, names = list(range(len(split))), None
     if isinstance(split, LoaderSplit) and hasattr(split.dataset, "indices"):  # a Subset of the whole stream
