@@ -72,7 +72,9 @@ def threshold_for(session, name: str, quantile: float, iw_samples: int, elbo_sam
     from aelab.data import build_data
 
     path = session.run.run_dir / THRESHOLDS
-    key = f"{session.cfg.get('ckpt', 'last')}/{name}" + (f"/iw{iw_samples}" if name == "nll_iw" else "") + f"/q{quantile:g}"
+    # the checkpoint's step in the key: a run trained further (resume) gets a new threshold, not a stale one
+    key = (f"{session.cfg.get('ckpt', 'last')}/step{session.step}/{name}" + (f"/iw{iw_samples}" if name == "nll_iw" else "")
+           + f"/q{quantile:g}")
     stored = json.loads(path.read_text()) if path.is_file() else {}
     if key in stored:
         return float(stored[key]["value"]), f"{THRESHOLDS} ({key})"
@@ -84,7 +86,8 @@ def threshold_for(session, name: str, quantile: float, iw_samples: int, elbo_sam
     scores = scores_of(session.model, val.batches(int(session.cfg.batch_size)), iw_samples, elbo_samples)[name]
     value = float(np.quantile(scores, quantile))
     stored[key] = {"value": value, "score": name, "quantile": quantile, "split": "val", "examples": int(len(scores)),
-                   "ckpt": str(session.cfg.get("ckpt", "last")), "chosen": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                   "ckpt": str(session.cfg.get("ckpt", "last")), "step": session.step,
+                   "chosen": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = path.with_name(f".{THRESHOLDS}.tmp")
     tmp.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
