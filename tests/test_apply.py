@@ -104,6 +104,14 @@ def test_encode_writes_every_example_in_order_with_the_models_codes(runs, compos
         {k: v for k, v in before.items() if k not in ("encode", "thresholds.json", "export")}  # training files untouched
 
 
+def test_encode_writes_parquet_when_pyarrow_is_installed(runs, compose_cfg) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = Path(_run(encode, compose_cfg, "encode", [f"run={runs('vae', 'model=vae')}"])["output_dir"])
+    table = pq.read_table(out / "codes.parquet").to_pydict()
+    assert table["index"] == list(range(256))
+    np.testing.assert_allclose(table["z0"], np.load(out / "codes.npy")[:, 0], rtol=1e-6)
+
+
 def test_encode_a_folder_names_each_file_and_refuses_other_shapes(runs, compose_cfg, tmp_path) -> None:
     run = runs("ae", "model=ae")
     for name, size in (("b/two.png", 20), ("a.jpg", 16), ("b/one.png", 40)):
