@@ -53,6 +53,10 @@ TRAIN_KEYS: dict[str, Any] = {
     "lr": Annotated[float, Range(0, None, low_open=True)],
     "resume": str | None,
     "objective": str | None,
+    "sweep_eval": dict | None,
+    "sweep_eval.overrides": list[str],
+    "sweep_eval.y": str | None,
+    "sweep_eval.metrics": list[str] | None,
 }
 FROM_RUN_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
                                  "split": Annotated[str, OneOf(SPLITS)], "tensorboard": bool}

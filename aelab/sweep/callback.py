@@ -33,9 +33,9 @@ def _sweep_shape(overrides: list[str]) -> tuple[list[str], int | None]:
 
 
 class SweepSummary(Callback):
-    """At the start: sweep.json (the command line, which keys are constant, how many jobs). At the end:
-    summary.json + report.md/report.csv/runs.csv + a plot in the sweep folder, the table on stdout, and exit
-    status 1 when a job failed."""
+    """At the start: sweep.json (the command line, which keys are constant, how many jobs). At the end: with
+    `sweep_eval` set, `aelab eval` on every finished job; then summary.json + report.md/report.csv/runs.csv + a
+    plot in the sweep folder, the table on stdout, and exit status 1 when a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -53,8 +53,13 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir() or not find_runs(sweep_dir):
             return
+        evaluation = config.get("sweep_eval")
+        if evaluation:
+            evaluate_jobs(find_runs(sweep_dir), [str(o) for o in evaluation.get("overrides") or []])
         try:
-            report = build_report(sweep_dir)
+            columns = (evaluation or {}).get("metrics")
+            report = build_report(sweep_dir, y=(evaluation or {}).get("y") or "val/recon",
+                                  **({"metrics": [str(c) for c in columns]} if columns else {}))
             written = write_report_files(report, sweep_dir)
         except Exception as exc:  # noqa: BLE001  (a summary problem must not hide the jobs' own results)
             log.warning(f"could not write the sweep summary: {exc}")
@@ -66,3 +71,19 @@ class SweepSummary(Callback):
             print(f"error: sweep: {failed} of {len(report.runs)} jobs failed (see {sweep_dir / 'summary.json'})",
                   file=sys.stderr)
             sys.exit(1)
+
+
+def evaluate_jobs(runs: list[Path], overrides: list[str]) -> None:
+    """`aelab eval run=<job> <overrides>` on every finished job, one after another (a separate process each: the
+    sweep layer stays below the commands); a job whose evaluation fails is reported and the others go on."""
+    import subprocess
+
+    done = [run for run in runs if (run / "metrics.json").is_file()]
+    for number, run in enumerate(done, start=1):
+        print(f"sweep_eval: {number}/{len(done)} {run.name}", flush=True)
+        quoted = str(run).replace("\\", "\\\\").replace("'", "\\'")  # job names hold = and , (Hydra's grammar)
+        result = subprocess.run([sys.executable, "-m", "aelab", "eval", f"run='{quoted}'", *overrides],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            log.warning(f"sweep_eval: evaluating {run.name} failed: {last}")
