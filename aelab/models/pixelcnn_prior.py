@@ -1,10 +1,10 @@
 """The second stage of a VQ-VAE: a PixelCNN (van den Oord et al. 2016) over the grid of code indices.
 
-A plain PixelCNN: an embedding of each cell's code index, a 'A'-masked convolution (each cell sees only the
-cells before it in raster order, not itself), residual blocks of 'B'-masked 3x3 convolutions (a cell may now
-see its own features, which only hold what came before it), and a 1x1 head with one logit per code. Plain
-masked stacks have the known blind spot (cells up and to the right beyond the kernel's reach); on the small
-grids here (7x7 for MNIST at arch.channels=[32,64]) a 7x7 first kernel covers most of what precedes a cell.
+A gated PixelCNN (van den Oord et al. 2016, "Conditional image generation with PixelCNN decoders"): an
+embedding of each cell's code index, a first gated layer of `kernel` that sees only the cells before each
+cell in raster order, `blocks` gated 3x3 layers, and a 1x1 head with one logit per code. The vertical and
+horizontal stacks avoid the blind spot of plain masked convolutions (cells up and to the right that a
+plain stack never sees).
 
 API (what `aelab fit-prior prior=pixelcnn` and `aelab sample` use):
     prior = fit_pixelcnn(model, data.train, epochs, out_dir=..., val=data.val)  # -> PixelCNNPrior, saved
@@ -40,31 +40,40 @@ PRIOR_FILE = "pixelcnn.pt"  # the fitted prior: the best epoch on the held-out c
 LAST_FILE = "pixelcnn_last.pt"  # the latest epoch
 
 
-class MaskedConv2d(nn.Conv2d):
-    """A same-size convolution that sees only the cells before the centre in raster order ('A'), or also the
-    centre ('B')."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, kind: str) -> None:
-        super().__init__(c_in, c_out, kernel, padding=kernel // 2)
-        mask = torch.ones(kernel, kernel)
-        mid = kernel // 2
-        mask[mid, mid + (kind == "B"):] = 0  # the centre row: right of the centre (and the centre itself for A)
-        mask[mid + 1:] = 0  # every row below
-        self.register_buffer("mask", mask)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+def _gate(h: Tensor) -> Tensor:  # (B, 2C, h, w) -> (B, C, h, w): tanh(a) * sigmoid(b)
+    a, b = h.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, width: int) -> None:
+class GatedLayer(nn.Module):
+    """One gated PixelCNN layer: a vertical stack that sees the rows above (`half` of them, `half` columns
+    either side) and a horizontal stack that sees the cells to the left in the row plus what the vertical stack
+    saw. Together they reach every earlier cell in raster order: no blind spot. The first layer may not see
+    the cell itself ('A' masks); later ones may ('B'), since their inputs at a cell hold only earlier cells."""
+
+    def __init__(self, width: int, kernel: int, first: bool) -> None:
         super().__init__()
-        half = max(1, width // 2)
-        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(width, half, 1), nn.ReLU(), MaskedConv2d(half, half, 3, "B"),
-                                 nn.ReLU(), nn.Conv2d(half, width, 1))
+        half = kernel // 2
+        self.first = first
+        # cropped to the input's height / width below: output row r sees rows r-half..r, column c columns c-half..c
+        self.vertical = nn.Conv2d(width, 2 * width, (half + 1, kernel), padding=(half, half))
+        self.horizontal = nn.Conv2d(width, 2 * width, (1, half + 1), padding=(0, half))
+        self.vertical_to_horizontal = nn.Conv2d(2 * width, 2 * width, 1)
+        self.out = nn.Conv2d(width, width, 1)
+        v_mask, h_mask = torch.ones(half + 1, kernel), torch.ones(1, half + 1)
+        if first:  # 'A': not the cell's own row (vertical), not the cell itself (horizontal)
+            v_mask[-1], h_mask[0, -1] = 0, 0
+        self.register_buffer("v_mask", v_mask)
+        self.register_buffer("h_mask", h_mask)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.net(x)
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:  # (B, width, H, W) each
+        rows, cols = v.shape[-2:]
+        v_pre = F.conv2d(v, self.vertical.weight * self.v_mask, self.vertical.bias,
+                         padding=self.vertical.padding)[:, :, :rows]  # (B, 2 width, H, W)
+        h_pre = F.conv2d(h, self.horizontal.weight * self.h_mask, self.horizontal.bias,
+                         padding=self.horizontal.padding)[:, :, :, :cols]
+        h_out = self.out(_gate(h_pre + self.vertical_to_horizontal(v_pre)))
+        return _gate(v_pre), (h_out if self.first else h + h_out)  # the first layer's input holds the cell itself
 
 
 class PixelCNNPrior(nn.Module):
@@ -79,8 +88,8 @@ class PixelCNNPrior(nn.Module):
         self.register_buffer("codebook", codebook.detach().float().clone())  # (K, D)
         k = codebook.shape[0]
         self.embed = nn.Embedding(k, width)
-        self.first = MaskedConv2d(width, width, kernel, "A")
-        self.blocks = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
+        self.layers = nn.ModuleList([GatedLayer(width, kernel, first=True),
+                                     *[GatedLayer(width, 3, first=False) for _ in range(blocks)]])
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, k, 1))
         self.metrics: dict[str, float] = {}  # bits per code of the fit and its baselines (fit_pixelcnn fills it)
 
@@ -89,8 +98,10 @@ class PixelCNNPrior(nn.Module):
         return int(self.codebook.shape[0])
 
     def forward(self, index: Tensor) -> Tensor:  # (B, h, w) int64 -> (B, K, h, w) logits
-        h = self.embed(index).permute(0, 3, 1, 2)  # (B, width, h, w)
-        return self.head(self.blocks(self.first(h)))
+        v = h = self.embed(index).permute(0, 3, 1, 2)  # (B, width, h, w)
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head(h)
 
     def nll(self, index: Tensor) -> Tensor:  # (B, h, w) -> (B,) nats, summed over the cells
         return F.cross_entropy(self(index), index, reduction="none").flatten(1).sum(1)
