@@ -332,3 +332,16 @@ def test_every_family_encodes_scores_reconstructs_and_exports(compose_cfg, tmp_p
     assert len(list((Path(rebuilt["output_dir"]) / "images").glob("*.png"))) == 64
     exported = _run(export, compose_cfg, "export", [f"run={run}"])
     assert exported["max_abs_diff_encoder"] <= 1e-5 and exported["max_abs_diff_decoder"] <= 1e-5
+
+
+def test_eval_on_a_new_table_scales_it_with_the_training_statistics(table_run, compose_cfg, tmp_path) -> None:
+    from aelab.commands import eval as eval_command
+
+    run, train_csv = table_run
+    quick = [f"run={run}", "device=cpu", "data=csv", "split=test", "iw_samples=0", "probe.max_train=0", "noise=[]",
+             "generation.samples=0", "tensorboard=false", "num_images=0"]
+    same = eval_command.run(compose_cfg([*quick, f"data.path={train_csv}"], config_name="eval"))
+    shifted = _table(tmp_path / "shifted.csv", _normal_rows(400, 0) + 30.0)  # the same rows, 30 units (6 std) off
+    moved = eval_command.run(compose_cfg([*quick, f"data.path={shifted}"], config_name="eval"))
+    # refitted on itself the shifted table would standardise to the very same numbers (and the same loss)
+    assert moved["test/recon"] > 10 * same["test/recon"]

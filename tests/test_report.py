@@ -125,6 +125,7 @@ def test_early_stopping_ends_the_run_when_the_monitor_stops_improving(compose_cf
     (["model=vae"], "val/loss", "min"),
     (["model=beta_vae", "model.kl_warmup_steps=100"], "val/loss_at_beta", "min"),
     (["model=aae"], "val/recon", "min"),
+    (["model=factor_vae", "model.disc_hidden=[16]"], "val/recon", "min"),
     (["model=vae", "trainer.monitor=val/recon"], "val/recon", "min"),
 ])
 def test_each_family_monitors_what_means_a_better_model(compose_cfg, tmp_path, overrides, monitor, mode) -> None:

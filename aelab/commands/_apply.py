@@ -91,22 +91,8 @@ def data_config(session: RunSession) -> DictConfig:
 
 
 def run_standardization(session: RunSession) -> dict[str, list] | None:
-    """The training split's table statistics: stored in the checkpoint, or (runs saved before they were stored)
-    recomputed from the run's own training table with its split seed, which gives the same numbers."""
-    stored = session.run.data.get("standardization")
-    if stored is not None:
-        return stored
-    if not _is_table(session.config.data):
-        return None
-    import torch
-
-    from aelab.data import build_data
-
-    try:
-        return build_data(session.config.data, torch.device("cpu")).standardization
-    except UserError as error:
-        raise UserError("run", f"the checkpoint holds no table statistics and its training table cannot be read "
-                        f"again ({error.problem})", "a run trained by this version of aelab") from None
+    """The training split's table statistics (see RunSession.standardization)."""
+    return session.standardization
 
 
 def check_columns(columns: list[str] | None, stats: dict[str, list], file: Path | None) -> None:

@@ -133,11 +133,31 @@ class RunSession:
         return tuple(self.run.data["shape"])
 
     @cached_property
+    def standardization(self) -> dict[str, list] | None:
+        """A table run's training-split statistics: stored in the checkpoint, or (runs saved before they were
+        stored) recomputed from the run's own training table with its split seed, which gives the same numbers.
+        Data given to a command is scaled with these, never refitted on itself."""
+        stored = self.run.data.get("standardization")
+        source = str(OmegaConf.select(self.config.data, "source._target_", default=""))
+        if stored is not None or not source.endswith("load_csv"):
+            return stored
+        import torch
+
+        from aelab.data import build_data
+
+        try:
+            return build_data(self.config.data, torch.device("cpu")).standardization
+        except UserError as error:
+            raise UserError("run", f"the checkpoint holds no table statistics and its training table cannot be read "
+                            f"again ({error.problem})", "a run trained by this version of aelab") from None
+
+    @cached_property
     def data(self) -> DataModule:
         """The dataset given with data= on this command line, else the one the run was trained on."""
         from aelab.data import build_data
 
-        data = build_data(self.cfg.data if self.cfg.get("data") else self.config.data, self.device)
+        data = build_data(self.cfg.data if self.cfg.get("data") else self.config.data, self.device,
+                          standardization=self.standardization)
         self.check_shape(data, "data")
         return data
 

@@ -69,6 +69,12 @@ class FactorVAE(VAE):
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         return {**self.vae_losses(batch, step), **self.discriminator_losses(batch, step)}
 
+    @property
+    def monitor(self) -> str:
+        """The loss sums the VAE's terms and the discriminator's, players on opposite sides: the reconstruction
+        says which epoch's model is better (as for the adversarial AE)."""
+        return "recon"
+
     def phases(self) -> list[Phase]:
         vae = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
         return [Phase("vae", vae, loss=self.vae_losses),
