@@ -18,7 +18,7 @@ a restart lands where the codebook fits worst; with restarts on, the first train
 this way (without, the codebook starts as N(0, 1) draws, as in Sonnet's reference implementation).
 
 There is no prior during training (the paper keeps it uniform): the two-stage prior is a PixelCNN over the
-grid of code indices, fitted afterwards (aelab/models/pixelcnn_prior.py).
+grid of code indices, fitted afterwards (aelab/models/pixelcnn_prior.py; `aelab fit-prior prior=pixelcnn`).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class VQVAE(Autoencoder):
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         raise NoPriorError("model", "vq_vae has no prior of its own: its prior over the code grid is fitted after "
-                           "training (two-stage)", "a PixelCNN over the codes: aelab.models.pixelcnn_prior")
+                           "training (two-stage)", "aelab fit-prior run=<run> prior=pixelcnn, then aelab sample run=<run>")
 
     @torch.no_grad()
     def diagnostics(self, batch: Batch) -> Diagnostics:
