@@ -38,6 +38,7 @@ _EXACT: dict[str, Direction | None] = {
     "active_units": "max",
     "explained_variance": "max",
     "codebook_perplexity": "max",
+    "codes_used": "max",  # vq_vae: the fraction of codebook vectors chosen (dead codes waste capacity)
     "mean_activation": None,
     "active_fraction": None,
 }
