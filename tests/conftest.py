@@ -13,6 +13,11 @@ from omegaconf import DictConfig
 
 import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core: each stays single-threaded (set before any test imports torch), so OpenMP threads of two
+    # workers never spin against each other; the tests' subprocesses inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", "device=cpu", "logger=none"]
 
