@@ -9,6 +9,7 @@ interpolates it).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -79,7 +80,7 @@ EVAL_KEYS: dict[str, Any] = {
     "disentanglement.batch_size": Annotated[int, Range(2, None)],
     "disentanglement.variance_points": Annotated[int, Range(2, None)],
     "disentanglement.bins": Annotated[int, Range(2, None)],
-    "disentanglement.dci_estimator": str,  # one of DCI_ESTIMATORS: checked by _dci_estimator
+    "disentanglement.dci_estimator": str,  # one of DCI_ESTIMATORS: checked by _one_of
     "disentanglement.sap_continuous": bool,
     "views.points": Annotated[int, Range(2, None)],
     "views.tsne": COUNT,
@@ -339,28 +340,26 @@ def _report_dir(values: dict[str, Any]) -> None:
         raise UserError("dir", f"no runs under {root}", "folders written by aelab train, with .hydra/ or metrics.json")
 
 
-# what sample and eval's generation metrics draw from (aelab/models/fitted_prior.py SAMPLE_PRIORS)
-def _sample_prior(key: str) -> Callable[[dict[str, Any]], None]:
+def _one_of(key: str, module: str, name: str, required: bool = False) -> Callable[[dict[str, Any]], None]:
+    """A key whose allowed values are a tuple living beside torch code (`module`.`name`, the one the code uses):
+    imported only when the key is checked, so a command that never reads it stays torch-free."""
     def check(values: dict[str, Any]) -> None:
-        from aelab.models.fitted_prior import SAMPLE_PRIORS  # imports torch, which the command needs next anyway
-
         value = _select(values, key)
-        if value is not None:
-            check_value(key, value, Annotated[str, OneOf(SAMPLE_PRIORS)])
+        if value is None and not required:
+            return
+        import importlib
+
+        check_value(key, value, Annotated[str, OneOf(getattr(importlib.import_module(module), name))])
     return check
 
 
+_sample_prior = functools.partial(_one_of, module="aelab.models.fitted_prior", name="SAMPLE_PRIORS")
+
+
 check_train = _checked(TRAIN_KEYS, GROUPS, then=(_resume, _objective))
-def _dci_estimator(values: dict[str, Any]) -> None:
-    from aelab.metrics.disentanglement import DCI_ESTIMATORS  # the tuple the metric itself uses
-
-    value = _select(values, "disentanglement.dci_estimator")
-    if value is not None:
-        check_value("disentanglement.dci_estimator", value, Annotated[str, OneOf(DCI_ESTIMATORS)])
-
-
 check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,),
-                      then=(_outliers, _sample_prior("generation.prior"), _dci_estimator))
+                      then=(_outliers, _sample_prior("generation.prior"),
+                            _one_of("disentanglement.dci_estimator", "aelab.metrics.disentanglement", "DCI_ESTIMATORS")))
 check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
 check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
 check_report = _checked(REPORT_KEYS, first=(_report_dir,))
@@ -377,13 +376,8 @@ FIT_PRIOR_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotat
                                   "epochs": POSITIVE, "lr": Annotated[float, Range(0, None, low_open=True)]}
 
 
-def _fitted_prior(values: dict[str, Any]) -> None:
-    from aelab.models.fitted_prior import FITTED_PRIORS  # imports torch, which the command needs next anyway
-
-    check_value("prior", values.get("prior"), Annotated[str, OneOf(FITTED_PRIORS)])
-
-
-check_fit_prior = _checked(FIT_PRIOR_KEYS, (), (_run, _fitted_prior))
+check_fit_prior = _checked(FIT_PRIOR_KEYS, (), (_run, _one_of("prior", "aelab.models.fitted_prior", "FITTED_PRIORS",
+                                                                       required=True)))
 CHECKS["fit_prior"] = check_fit_prior
 TABLES["fit_prior"] = FIT_PRIOR_KEYS
 
