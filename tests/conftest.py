@@ -52,3 +52,15 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env["AELAB_DATA_DIR"] = str(tmp_path / "data-cache")
     env.pop("HYDRA_FULL_ERROR", None)
     return env
+
+
+def noise_images(folder: Path, n: int, seed: int = 0) -> Path:
+    """A new folder of n 16x16 greyscale PNGs of uniform noise (unlabelled images for folder data)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder

@@ -18,7 +18,7 @@ from aelab.commands import interpolate, sample, train
 from aelab.commands.session import RunSession
 from aelab.data.base import TensorSplit
 from aelab.engine.loading import load_run
-from conftest import cli_env, model_names
+from conftest import cli_env, model_names, noise_images
 
 CPU = torch.device("cpu")
 TINY_RUN = ["data=synthetic", "epochs=1", "batch_size=64", "device=cpu", "logger=none", "trainer.limit_batches=4"]
@@ -141,13 +141,7 @@ def test_probes_read_the_shape_from_the_codes(trained) -> None:
 
 
 def test_another_dataset_as_outliers_from_the_command_line(trained, tmp_path) -> None:
-    from PIL import Image
-
-    folder = tmp_path / "noise"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(60):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = noise_images(tmp_path / "noise", 60)
     spec = f"anomaly.outliers={{name:folder,source:{{path:'{folder}',size:16}}}}"
     out = subprocess.run([sys.executable, "-m", "aelab", "eval", f"run={trained['ae']}", "device=cpu", spec,
                           "iw_samples=0", "probe.max_train=0", "generation.samples=0", "noise=[]", "tensorboard=false"],

@@ -119,50 +119,44 @@ def test_the_cli_runs_fit_prior_by_its_dashed_name(tmp_path, capsys) -> None:
 
 
 # ---- what sample and eval draw from ----------------------------------------------------------------------
-def _cfg(config_name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
-
-
-def _tiny_run(path: Path, *overrides: str) -> Path:
+def _tiny_run(compose_cfg, path: Path, *overrides: str) -> Path:
     args = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", "device=cpu", "logger=none", *overrides]
-    train.run(_cfg("train", args), path, list(overrides))
+    train.run(compose_cfg(args), path, list(overrides))
     return path
 
 
-def test_sample_and_eval_draw_from_the_fitted_prior_and_say_so(tmp_path) -> None:
+def test_sample_and_eval_draw_from_the_fitted_prior_and_say_so(compose_cfg, tmp_path) -> None:
     from aelab.commands import eval as eval_command
     from aelab.commands import sample
 
-    run = _tiny_run(tmp_path / "vae", "model=vae")
-    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+    run = _tiny_run(compose_cfg, tmp_path / "vae", "model=vae")
+    drawn = sample.run(compose_cfg([f"run={run}", "device=cpu", "n=4"], "sample"))
     assert drawn["source"] == "the prior" and "samples" in drawn  # nothing fitted: the model's own prior
     with pytest.raises(UserError, match=r"prior: .* has no fitted gmm prior \(aelab fit-prior run=.* prior=gmm\)"):
-        sample.run(_cfg("sample", [f"run={run}", "device=cpu", "prior=gmm"]))
-    fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu", "components=2"]))
-    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+        sample.run(compose_cfg([f"run={run}", "device=cpu", "prior=gmm"], "sample"))
+    fit_prior.run(compose_cfg([f"run={run}", "device=cpu", "components=2"], "fit_prior"))
+    drawn = sample.run(compose_cfg([f"run={run}", "device=cpu", "n=4"], "sample"))
     assert "mixture" in drawn["source"] and Path(drawn["output_dir"], drawn["samples_gmm"]).is_file()
-    assert sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4", "prior=model"]))["source"] == "the prior"
+    assert sample.run(compose_cfg([f"run={run}", "device=cpu", "n=4", "prior=model"], "sample"))["source"] == "the prior"
     quick = ["device=cpu", "iw_samples=0", "probe.max_train=0", "noise=[]", "tensorboard=false", "num_images=0",
              "generation.samples=64"]
-    out = eval_command.run(_cfg("eval", [f"run={run}", *quick]))
+    out = eval_command.run(compose_cfg([f"run={run}", *quick], "eval"))
     assert "mixture" in out["generation_prior"] and out["test/frechet_distance"] > 0
-    ae = _tiny_run(tmp_path / "ae", "model=ae")
-    assert "test/frechet_distance" not in eval_command.run(_cfg("eval", [f"run={ae}", *quick]))  # nothing to draw from
-    out = eval_command.run(_cfg("eval", [f"run={ae}", *quick, "generation.prior=gaussian"]))
+    ae = _tiny_run(compose_cfg, tmp_path / "ae", "model=ae")
+    assert "test/frechet_distance" not in eval_command.run(compose_cfg([f"run={ae}", *quick], "eval"))  # nothing to draw from
+    out = eval_command.run(compose_cfg([f"run={ae}", *quick, "generation.prior=gaussian"], "eval"))
     assert out["generation_prior"] == "a Gaussian fitted to the training codes" and out["test/frechet_distance"] > 0
     with pytest.raises(UserError, match="prior: AE has no prior of its own"):
-        sample.run(_cfg("sample", [f"run={ae}", "device=cpu", "prior=model"]))
+        sample.run(compose_cfg([f"run={ae}", "device=cpu", "prior=model"], "sample"))
 
 
-def test_a_pixelcnn_prior_over_vq_vae_codes_is_fitted_and_sampled(tmp_path) -> None:
+def test_a_pixelcnn_prior_over_vq_vae_codes_is_fitted_and_sampled(compose_cfg, tmp_path) -> None:
     from aelab.commands import sample
 
-    run = _tiny_run(tmp_path / "vq", "model=vq_vae", "arch=conv")
+    run = _tiny_run(compose_cfg, tmp_path / "vq", "model=vq_vae", "arch=conv")
     with pytest.raises(UserError, match="prior: VQVAE codes are indices into a codebook"):
-        fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu"]))
-    fitted = fit_prior.run(_cfg("fit_prior", [f"run={run}", "device=cpu", "prior=pixelcnn", "epochs=1"]))
+        fit_prior.run(compose_cfg([f"run={run}", "device=cpu"], "fit_prior"))
+    fitted = fit_prior.run(compose_cfg([f"run={run}", "device=cpu", "prior=pixelcnn", "epochs=1"], "fit_prior"))
     assert (run / "priors" / "pixelcnn.pt").is_file() and fitted["uniform_bits"] > 0
-    drawn = sample.run(_cfg("sample", [f"run={run}", "device=cpu", "n=4"]))
+    drawn = sample.run(compose_cfg([f"run={run}", "device=cpu", "n=4"], "sample"))
     assert "PixelCNN" in drawn["source"] and Path(drawn["output_dir"], drawn["samples_pixelcnn"]).is_file()

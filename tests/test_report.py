@@ -16,7 +16,7 @@ from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
 from aelab.engine.loading import load_run
 from aelab.engine.report import measure
 from aelab.errors import UserError
-from conftest import TINY
+from conftest import TINY, noise_images
 
 CPU = torch.device("cpu")
 QUICK_EVAL = ["device=cpu", "iw_samples=0", "generation.samples=0", "probe.max_train=0", "noise=[]",
@@ -172,14 +172,7 @@ def test_eval_refuses_unknown_normal_classes_before_measuring(compose_cfg, tmp_p
 
 
 def test_eval_refuses_unlabelled_outliers_for_a_conditional_run_before_measuring(compose_cfg, tmp_path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp_path / "scans"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(20):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = noise_images(tmp_path / "scans", 20)
     run_dir = tmp_path / "run"
     train.run(compose_cfg([*TINY, "model=cvae"]), run_dir, ["model=cvae"])
     outliers = f"anomaly.outliers={{name: folder, source: {{path: '{folder}', size: 16}}}}"
