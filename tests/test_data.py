@@ -117,7 +117,9 @@ def test_folder_with_and_without_classes(tmp_path) -> None:
         build_data(data_cfg("folder", path=str(tmp_path / "empty")), CPU)
 
     (tmp_path / "flat" / "broken.png").write_text("not an image")
-    broken = build_data(data_cfg("folder", path=str(tmp_path / "flat"), size=8), CPU)
+    with pytest.raises(UserError, match="broken.png"):  # cached: found while the cache is built, before any batch
+        build_data(data_cfg("folder", path=str(tmp_path / "flat"), size=8), CPU)
+    broken = build_data(data_cfg("folder", path=str(tmp_path / "flat"), size=8, cache=False), CPU)  # streamed
     with pytest.raises(UserError, match="broken.png"):
         for split in (broken.train, broken.val, broken.test):
             list(split.batches(4))

@@ -123,6 +123,9 @@ def applied_data(session: RunSession, split_name: str = "all") -> Applied:
     stats = run_standardization(session)
     table = Path(str(data_cfg.source.path)).expanduser() if _is_table(data_cfg) else None
     folder = Path(str(data_cfg.source.path)).expanduser() if _is_folder(data_cfg) else None
+    if folder is not None:  # streamed: each example keeps its file's name and position (a cached folder is tensors)
+        data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))  # a copy, open to a new key
+        data_cfg.source.cache = False
     if split_name != "all":
         return _one_split(session, data_cfg, stats, split_name, table, folder)
     src = build(data_cfg.source, "data.source")
