@@ -30,7 +30,7 @@ def read_pixels(path: Path, size: int, channels: int) -> np.ndarray:  # (C, size
             pixels = np.asarray(img, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise UserError("data.source.path", f"cannot read image {path}: {exc}") from None
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return np.array(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1), order="C")  # own, writable copy
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -53,7 +53,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.ascontiguousarray(self.pixels(i))), self.labels[i]
+        return torch.from_numpy(self.pixels(i)), self.labels[i]
 
 
 def load_folder(path: str | None, size: Annotated[int, Range(1, None)] = 32,
