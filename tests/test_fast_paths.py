@@ -8,6 +8,7 @@ gradients, on shapes that exercise its edge cases.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from torch import nn
 from aelab.engine.trainer import fused_if_available
 from aelab.models.likelihoods import Bernoulli, Gaussian, _BernoulliNLL, sum_softplus
 from aelab.nets import linear as linear_mod
-from aelab.nets import conv as conv_mod
 from aelab.nets.conv import ConvArch
+from aelab.nets.fastpath import FAST_PATHS
 from aelab.nets.linear import Linear
 
 
@@ -159,18 +160,122 @@ def test_fused_is_requested_where_the_optimizer_has_it() -> None:
 
 
 # ---- channels-last convolutions --------------------------------------------------------------
-def test_conv_nets_keep_the_ordinary_layout_at_their_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def fast_paths(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """The process's fast-path settings, restored after the test; choices cached under tmp_path."""
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(FAST_PATHS, "_cached", None)
+    yield FAST_PATHS
+    FAST_PATHS.configure("auto")
+    FAST_PATHS._cached = None
+
+
+def test_conv_nets_keep_the_ordinary_layout_at_their_edges(fast_paths) -> None:
     torch.manual_seed(0)
     arch = ConvArch([8, 16])
-    enc, dec = arch.encoder((1, 28, 28), 6), arch.decoder(6, (1, 28, 28))
-    assert enc.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(4, 1, 28, 28)
-    out = dec(enc(x))
-    assert out.shape == (4, 1, 28, 28) and out.is_contiguous()
-    # the same function as the network built in the ordinary (NCHW) layout, with the same weights
-    monkeypatch.setattr(conv_mod, "CHANNELS_LAST", torch.contiguous_format)
-    plain_enc, plain_dec = arch.encoder((1, 28, 28), 6), arch.decoder(6, (1, 28, 28))
-    assert not plain_enc.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
-    plain_enc.load_state_dict(enc.state_dict())
-    plain_dec.load_state_dict(dec.state_dict())
-    assert torch.allclose(out, plain_dec(plain_enc(x)), atol=1e-5)
+    outs = {}
+    for mode in ("on", "off"):  # on: channels-last inside; off: the ordinary (NCHW) layout throughout
+        fast_paths.configure("auto", {"conv_layout": mode})
+        torch.manual_seed(0)
+        enc, dec = arch.encoder((1, 28, 28), 6), arch.decoder(6, (1, 28, 28))
+        outs[mode] = dec(enc(x))
+        assert outs[mode].shape == (4, 1, 28, 28) and outs[mode].is_contiguous()
+        assert enc.features[1][0].weight.is_contiguous(memory_format=torch.channels_last) == (mode == "on")
+    assert torch.allclose(outs["on"], outs["off"], atol=1e-5)  # the same function, the same weights
+
+
+# ---- choosing a way by timing it ----------------------------------------------------------------
+def _work(n: int):
+    a = torch.randn(n, n)
+    return lambda: a @ a
+
+
+def test_auto_keeps_the_faster_way_and_a_tie_keeps_the_plain_one(fast_paths) -> None:
+    small, large = _work(32), _work(256)  # ~500x apart in FLOPs
+    assert fast_paths.use_fast("linear", "a", small, large) is True
+    assert fast_paths.use_fast("linear", "b", large, small) is False
+    same = _work(64)
+    assert fast_paths.use_fast("linear", "c", same, same) is False  # equal within TIE: torch's own op
+    made = {c.key: c for c in fast_paths.choices()}
+    assert made["a"].fast_us < made["a"].plain_us and made["a"].source == "measured"
+
+
+def test_choices_are_cached_per_machine_and_retune_measures_again(fast_paths, tmp_path) -> None:
+    from aelab.nets import fastpath
+
+    small, large = _work(32), _work(256)
+    fast_paths.use_fast("bernoulli_nll", "k", small, large)
+    stored = json.loads((tmp_path / "fastpaths.json").read_text())
+    assert stored[fastpath.machine_fingerprint()]["bernoulli_nll|k"]["fast"] is True
+
+    def never() -> None:
+        raise AssertionError("a cached choice must not be timed again")
+
+    fresh = fastpath.FastPaths()  # a later run on this machine
+    assert fresh.use_fast("bernoulli_nll", "k", never, never) is True and fresh.choices()[0].source == "cached"
+    fresh.configure("retune")
+    assert fresh.use_fast("bernoulli_nll", "k", large, small) is False  # measured again, and stored
+    assert json.loads((tmp_path / "fastpaths.json").read_text())[fastpath.machine_fingerprint()][
+        "bernoulli_nll|k"]["fast"] is False
+
+
+def test_on_and_off_force_every_path_without_timing(fast_paths) -> None:
+    def never() -> None:
+        raise AssertionError("a forced choice is not timed")
+
+    fast_paths.configure("off", {"linear": "on"})
+    assert fast_paths.use_fast("linear", "k", never, never) is True
+    assert fast_paths.use_fast("conv_layout", "k", never, never) is False
+    assert fast_paths.choices()[0].source == "forced"
+
+
+@pytest.mark.skipif(linear_mod._ONEDNN is None, reason="this torch has no oneDNN linear")
+def test_linear_follows_the_choice_and_computes_the_same_either_way(fast_paths, monkeypatch) -> None:
+    layer, x = Linear(8, 4), torch.randn(3, 8, requires_grad=True)
+    calls = []
+    monkeypatch.setattr(linear_mod, "_OneDNNLinear", type("Spy", (), {"apply": staticmethod(
+        lambda *a: calls.append(1) or F.linear(*a))}))
+    outs = {}
+    for mode in ("on", "off"):
+        fast_paths.configure(mode)
+        outs[mode] = layer(x)
+    assert calls == [1]  # oneDNN only where the path is on
+    assert torch.allclose(outs["on"], outs["off"])
+
+
+def test_bernoulli_nll_follows_the_choice(fast_paths) -> None:
+    logits, x = torch.randn(5, 1, 4, 4, requires_grad=True), torch.rand(5, 1, 4, 4)
+    values = {}
+    for mode in ("on", "off"):
+        fast_paths.configure("auto", {"bernoulli_nll": mode})
+        values[mode] = Bernoulli().nll(logits, x)
+        assert (values[mode].grad_fn.name() == "_BernoulliNLLBackward") == (mode == "on")
+    assert torch.allclose(values["on"], values["off"], atol=1e-5)
+
+
+def test_a_training_run_logs_its_choices_and_the_key_forces_them(compose_cfg, tmp_path, caplog) -> None:
+    import logging
+
+    from aelab.engine.build import build_trainer
+
+    cfg = compose_cfg(["model=vae", "data=synthetic", "epochs=1", "trainer.limit_batches=2", "logger=none",
+                       "trainer.fast_path.linear=off", "device=cpu"])
+    with caplog.at_level(logging.INFO, logger="aelab.nets.fastpath"):
+        trainer, _ = build_trainer(cfg, torch.device("cpu"), tmp_path)
+        trainer.fit()
+    lines = [r.getMessage() for r in caplog.records if r.name == "aelab.nets.fastpath"]
+    assert any(line.startswith("fast path linear") and "torch matmul (forced)" in line for line in lines)
+    assert any(line.startswith("fast path bernoulli_nll") for line in lines)
+    FAST_PATHS.configure("auto")
+
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("trainer.fast_paths=fast", "trainer.fast_paths", "retune"),
+    ("+trainer.fast_path.matmul=on", "trainer.fast_path.matmul", "bernoulli_nll"),
+    ("trainer.fast_path.linear=yes", "trainer.fast_path.linear", "retune")])
+def test_a_wrong_fast_path_setting_is_one_line_naming_the_key(override: str, key: str, allowed: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "aelab", "train", override, "data=synthetic", "epochs=1"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert key in out.stderr and allowed in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

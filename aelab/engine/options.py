@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from aelab.errors import UserError
 from aelab.metrics.directions import MODES
+from aelab.nets import fastpath
 from aelab.schema import OneOf, Range
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -38,6 +39,8 @@ class TrainerOptions:
     monitor: str | None = None
     monitor_mode: Annotated[str, OneOf(MODES)] = "auto"
     early_stopping: Annotated[int | None, Range(1, None)] = None
+    fast_paths: Annotated[str, OneOf(fastpath.MODES)] = "auto"
+    fast_path: dict[str, Any] | None = None  # one path forced: {linear: on, conv_layout: off, ...}
 
     @classmethod
     def check_options(cls, options: dict[str, Any], key: str) -> None:
@@ -49,6 +52,11 @@ class TrainerOptions:
         # every torch optimiser refuses lr <= 0, but only once it is built: say so before the run starts
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr <= 0:
             raise UserError(f"{key}.optimizer.lr", f"out of range: {lr!r}", "a number > 0")
+        for path, mode in (options.get("fast_path") or {}).items():
+            if path not in fastpath.PATHS:
+                raise UserError(f"{key}.fast_path.{path}", "unknown fast path", "one of: " + ", ".join(fastpath.PATHS))
+            if mode is not None and mode not in fastpath.MODES:
+                raise UserError(f"{key}.fast_path.{path}", f"got {mode!r}", "one of: " + ", ".join(fastpath.MODES))
         monitor = options.get("monitor")
         if monitor is not None and not str(monitor).startswith(("val/", "train/")):
             raise UserError(f"{key}.monitor", f"unknown metric {monitor!r}", "a validation metric such as val/recon")

@@ -17,17 +17,18 @@ import torch
 from omegaconf import DictConfig
 
 from aelab.data.base import DataModule, Split
-from aelab.instantiate import build
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
+from aelab.engine.eager_optim import eager_step, skip_dynamo_import
 from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.report import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
+from aelab.instantiate import build
 from aelab.models.base import Autoencoder
+from aelab.nets.fastpath import FAST_PATHS
 from aelab.viz.logger import Logger
-
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ class Trainer:
         self.dist = dist or Distributed()
         self.phases = model.phases()
         self.ddp = self.dist.wrap(self.model, several_phases=len(self.phases) > 1)
+        fast = cfg.get("fast_path")
+        FAST_PATHS.configure(cfg.get("fast_paths", "auto"), dict(fast) if fast else None)
+        eager = not cfg.get("compile")
+        if eager:
+            skip_dynamo_import()  # 1.8 s of start-up an eager run does not need: see eager_optim
         make_optimizer = fused_if_available(build(cfg.optimizer, "trainer.optimizer"), device)
         base_lr = make_optimizer.keywords.get("lr")
         self.optimizers = [
@@ -68,6 +74,9 @@ class Trainer:
             else make_optimizer(p.parameters, lr=base_lr * p.lr_scale)
             for p in self.phases
         ]
+        if eager:
+            for optimizer in self.optimizers:
+                eager_step(optimizer)
         make_scheduler = build(cfg.scheduler, "trainer.scheduler") if cfg.get("scheduler") else None
         self.schedulers = [make_scheduler(o) for o in self.optimizers] if make_scheduler else []
         self.amp_dtype = autocast_dtype(cfg.precision, device)

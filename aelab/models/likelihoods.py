@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aelab.errors import UserError
-
+from aelab.nets.fastpath import FAST_PATHS, probe, rows_bucket
 
 MAX_HALVINGS = 4  # sigmoid factors multiplied before one log: 2**4 of them, each in [1/2, 1), so >= 2**-16
 
@@ -61,6 +61,35 @@ class _BernoulliNLL(torch.autograd.Function):
         return grad_logits, grad_x
 
 
+def _bce_nll(logits: Tensor, x: Tensor) -> Tensor:  # (B, ...) -> (B,)
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def _log_free_is_faster(logits: Tensor) -> bool:
+    """The bernoulli_nll fast path's choice for logits of this shape: both forms timed on random logits,
+    forward and (when training) backward."""
+    backward = torch.is_grad_enabled() and logits.requires_grad
+    pixels = logits[0].numel()
+    key = f"{rows_bucket(logits.shape[0])}x{pixels}{' train' if backward else ''}"
+    known = FAST_PATHS.known("bernoulli_nll", key)
+    if known is not None:
+        return known
+    if torch.compiler.is_compiling():  # nothing can be timed while tracing
+        return True
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    probe_logits = probe(logits.shape[0], pixels, dtype=dtype).requires_grad_(backward)
+    target = torch.sigmoid(probe(logits.shape[0], pixels, dtype=dtype))
+
+    def run(nll) -> None:
+        with torch.set_grad_enabled(backward):
+            out = nll(probe_logits, target).sum()
+            if backward:
+                out.backward()
+                probe_logits.grad = None
+
+    return FAST_PATHS.use_fast("bernoulli_nll", key, lambda: run(_BernoulliNLL.apply), lambda: run(_bce_nll))
+
+
 class Bernoulli:
     """Pixels in [0, 1] as Bernoulli means; BCE with logits is the numerically stable fused form."""
 
@@ -76,9 +105,11 @@ class Bernoulli:
         return torch.logit(mean.clamp(self.EPS, 1.0 - self.EPS))
 
     def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,) summed over pixels
-        if logits.device.type == "cpu":  # CPU log is slow: see _BernoulliNLL; GPUs keep the fused kernel
+        # CPU log is slow (see _BernoulliNLL), by how much depends on the CPU: timed (fast path
+        # bernoulli_nll); GPUs keep the fused kernel
+        if logits.device.type == "cpu" and logits.dim() > 1 and _log_free_is_faster(logits):
             return _BernoulliNLL.apply(logits, x)
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        return _bce_nll(logits, x)
 
     def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:  # scalar: mean over images
         return self.nll(logits, x).sum() / x.shape[0]

@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import zlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from aelab.nets.fastpath import FAST_PATHS, probe, rows_bucket
 from aelab.nets.linear import Linear
 from aelab.schema import Annotated, Range
 
-
-# oneDNN's convolutions work in NHWC: with NCHW tensors every conv pays a layout reorder each way.
-# Only the layout changes (shapes, parameters and checkpoints are the same).
+# oneDNN's convolutions work in NHWC: with NCHW tensors every conv pays a layout reorder each way, which
+# made channels-last the faster layout where it was measured. Whether it is depends on the CPU (or GPU),
+# the precision and the sizes, so the layout is timed (fast path conv_layout) on the first batch a
+# stack sees. Only the layout changes (shapes, parameters and checkpoints are the same).
 CHANNELS_LAST = torch.channels_last
+PROBE_ROWS = 32  # images a layout is timed on
+
+
+class LayoutTuned(nn.Module):
+    """A conv stack that keeps its parameters and activations in the memory layout timed fastest for it."""
+
+    layout: torch.memory_format | None = None  # chosen on the first forward
+
+    def _layout_for(self, x: Tensor, *extra: Tensor | None) -> torch.memory_format:
+        if self.layout is None:
+            self.layout = CHANNELS_LAST if _channels_last_is_faster(self, x, extra) else torch.contiguous_format
+            self.to(memory_format=self.layout)  # in place: optimizers keep their references
+        return self.layout
+
+
+def _channels_last_is_faster(stack: LayoutTuned, x: Tensor, extra: tuple[Tensor | None, ...]) -> bool:
+    backward = torch.is_grad_enabled() and any(p.requires_grad for p in stack.parameters())
+    shapes = ",".join("x".join(map(str, p.shape)) for p in stack.parameters())
+    amp = torch.is_autocast_enabled(x.device.type)
+    key = (f"{type(stack).__name__} {rows_bucket(x.shape[0])}x{'x'.join(map(str, x.shape[1:]))} {x.device.type} "
+           f"{str(torch.get_autocast_dtype(x.device.type) if amp else x.dtype).removeprefix('torch.')} "
+           f"params {zlib.crc32(shapes.encode()):08x}{' train' if backward else ''}")
+    known = FAST_PATHS.known("conv_layout", key)
+    if known is not None:
+        return known
+    if torch.compiler.is_compiling():
+        return True
+    rows = min(x.shape[0], PROBE_ROWS)  # the layouts' relative speed, at a fraction of a full batch's time
+    probe_x = probe(rows, *x.shape[1:], like=x)
+    extra = tuple(None if e is None else probe(rows, *e.shape[1:], like=e) for e in extra)
+    copies = {}
+    for fmt in (CHANNELS_LAST, torch.contiguous_format):  # timed on copies: the real stack's state is untouched
+        twin = copy.deepcopy(stack)
+        twin.layout = fmt
+        copies[fmt] = twin.to(memory_format=fmt)
+
+    def run(fmt: torch.memory_format) -> None:  # under the caller's autocast, as the real step runs
+        with torch.set_grad_enabled(backward):
+            out = copies[fmt](probe_x, *extra)
+            if backward:
+                out.float().sum().backward()
+                copies[fmt].zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else None
+    return FAST_PATHS.use_fast("conv_layout", key, lambda: run(CHANNELS_LAST), lambda: run(torch.contiguous_format),
+                               sync)
 
 
 def _halve(n: int) -> int:
@@ -26,7 +76,7 @@ def conv_block(c_in: int, c_out: int, slope: float) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.LeakyReLU(slope, inplace=True))
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(LayoutTuned):
     def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], out_features: int,
                  slope: float, extra_features: int = 0) -> None:
         super().__init__()
@@ -37,16 +87,15 @@ class ConvEncoder(nn.Module):
             c, h, w = c_out, _halve(h), _halve(w)
         self.features = nn.Sequential(*blocks, nn.Flatten())
         self.head = Linear(c * h * w + extra_features, out_features)
-        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        h = self.features(x.contiguous(memory_format=CHANNELS_LAST))  # (B, C_last * h * w)
+        h = self.features(x.contiguous(memory_format=self._layout_for(x, extra)))  # (B, C_last * h * w)
         if extra is not None:
             h = torch.cat([h, extra], dim=1)
         return self.head(h)
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(LayoutTuned):
     def __init__(self, in_features: int, channels: Sequence[int], output_shape: tuple[int, int, int],
                  slope: float) -> None:
         super().__init__()
@@ -66,10 +115,9 @@ class ConvDecoder(nn.Module):
             if not last:  # logits out of the last layer: no norm, no activation
                 layers += [nn.BatchNorm2d(c_out), nn.LeakyReLU(slope, inplace=True)]
         self.net = nn.Sequential(*layers)
-        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, z: Tensor) -> Tensor:
-        start = self.project(z).view(-1, *self.start).contiguous(memory_format=CHANNELS_LAST)
+        start = self.project(z).view(-1, *self.start).contiguous(memory_format=self._layout_for(z))
         return self.net(start).contiguous()  # (B, C, H, W), in the ordinary layout for the losses
 
 
@@ -121,7 +169,7 @@ def code_grid(input_shape: tuple[int, ...], channels: Sequence[int]) -> tuple[in
     return h, w
 
 
-class ConvGridEncoder(nn.Module):
+class ConvGridEncoder(LayoutTuned):
     """(B, C, H, W) -> (B, depth, h, w): the conv stack, then a 1x1 conv to `depth` channels per cell."""
 
     def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int], depth: int, slope: float) -> None:
@@ -129,13 +177,12 @@ class ConvGridEncoder(nn.Module):
         stack = ConvEncoder(input_shape, channels, 1, slope)  # its blocks; its flattening linear head is dropped
         self.features = nn.Sequential(*list(stack.features)[:-1])
         self.head = nn.Conv2d(channels[-1], depth, 1)
-        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x.contiguous(memory_format=CHANNELS_LAST))).contiguous()  # (B, depth, h, w)
+        return self.head(self.features(x.contiguous(memory_format=self._layout_for(x)))).contiguous()  # (B, depth, h, w)
 
 
-class ConvGridDecoder(nn.Module):
+class ConvGridDecoder(LayoutTuned):
     """(B, depth, h, w) -> (B, C, H, W) logits: a 1x1 conv to the last block's channels, then the transposed convs."""
 
     def __init__(self, depth: int, channels: Sequence[int], output_shape: tuple[int, int, int], slope: float) -> None:
@@ -143,10 +190,9 @@ class ConvGridDecoder(nn.Module):
         stack = ConvDecoder(1, channels, output_shape, slope)  # its transposed convs; its linear projection is dropped
         self.project = nn.Sequential(nn.Conv2d(depth, channels[-1], 1), nn.LeakyReLU(slope))
         self.net = stack.net
-        self.to(memory_format=CHANNELS_LAST)
 
     def forward(self, grid: Tensor) -> Tensor:
-        return self.net(self.project(grid.contiguous(memory_format=CHANNELS_LAST))).contiguous()  # (B, C, H, W)
+        return self.net(self.project(grid.contiguous(memory_format=self._layout_for(grid)))).contiguous()  # (B, C, H, W)
 
 
 def grid_nets(arch: ConvArch, input_shape: tuple[int, ...], depth: int) -> tuple[nn.Module, nn.Module]:

@@ -1,14 +1,15 @@
-"""A drop-in nn.Linear whose fp32 CPU matmuls (forward and backward) run on oneDNN.
+"""A drop-in nn.Linear whose fp32 CPU matmuls (forward and backward) may run on oneDNN.
 
 torch's CPU `mm` calls MKL, and MKL takes its AVX2 code path on non-Intel CPUs even where
-AVX-512 is there: on the 2-core AMD EPYC this project is benchmarked on, a 128x784x400
-product runs at about 200 GFLOP/s through MKL and about 390 GFLOP/s through oneDNN (the
-library torch already uses for CPU convolutions). Elsewhere (CUDA, autocast, half types,
-torch without oneDNN) the layer is exactly nn.Linear. Parameters and state_dict keys are
-nn.Linear's, so checkpoints do not depend on the path taken.
+AVX-512 is there: on one 2-core AMD EPYC a 128x784x400 product ran at about 200 GFLOP/s through
+MKL and about 390 GFLOP/s through oneDNN (the library torch already uses for CPU convolutions);
+on another of the same kind torch's matmul was the faster, and on an Intel Xeon it won at every
+shape. So the way is chosen per layer shape by timing both (the `linear` fast path of
+aelab/nets/fastpath.py). Elsewhere (CUDA, autocast, half types, torch without oneDNN) the layer is
+exactly nn.Linear. Parameters and state_dict keys are nn.Linear's, so checkpoints do not depend on
+the path taken.
 
-Set AELAB_ONEDNN_LINEAR=0 to use torch's own matmul (for A/B measurements, or if a future
-torch drops the op).
+Set AELAB_ONEDNN_LINEAR=0 to leave oneDNN out altogether (if a future torch drops the op).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from aelab.nets.fastpath import FAST_PATHS, probe, rows_bucket
 
 
 def _onednn_op():
@@ -77,11 +80,45 @@ def onednn_applies(x: Tensor, weight: Tensor) -> bool:
             and not torch.jit.is_tracing())  # TorchScript / ONNX export records plain F.linear: portable files
 
 
+def onednn_is_faster(rows: int, weight: Tensor, bias: Tensor | None, backward: bool) -> bool:
+    """The `linear` fast path's choice for a (rows, in) x (out, in) product: times oneDNN against torch's
+    matmul on random operands of that shape, forward and (when training) the two backward products."""
+    n_out, n_in = weight.shape
+    key = f"{rows_bucket(rows)}x{n_in}x{n_out}{' train' if backward else ''}"
+    known = FAST_PATHS.known("linear", key)
+    if known is not None:
+        return known
+    if torch.compiler.is_compiling():  # nothing can be timed while tracing
+        return True
+    with torch.no_grad():
+        x, w = probe(rows, n_in), probe(n_out, n_in)
+        b = None if bias is None else probe(n_out)
+        g = probe(rows, n_out)
+
+        def fast() -> None:
+            _ONEDNN(x, w, b, "none", [], "")
+            if backward:
+                _ONEDNN(g, w.t(), None, "none", [], "")
+                _ONEDNN(g.t(), x.t(), None, "none", [], "")
+
+        def plain() -> None:  # what autograd runs for F.linear: addmm forward, two mm backward
+            F.linear(x, w, b)
+            if backward:
+                torch.mm(g, w)
+                torch.mm(g.t(), x)
+
+        return FAST_PATHS.use_fast("linear", key, fast, plain)
+
+
 class Linear(nn.Linear):
     """nn.Linear with the oneDNN CPU path described in the module docstring."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not onednn_applies(x, self.weight):
+            return F.linear(x, self.weight, self.bias)
+        backward = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        rows = x.numel() // max(x.shape[-1], 1)
+        if rows == 0 or not onednn_is_faster(rows, self.weight, self.bias, backward):
             return F.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
         out = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias)

@@ -1,0 +1,209 @@
+"""Where aelab has two ways to compute the same thing, pick one per shape by timing both, as cuDNN's
+benchmark mode does.
+
+A fast path is faster only where it was measured: oneDNN's matmul ran at 390 GFLOP/s against MKL's 200
+on one 2-core AMD EPYC and lost to it on another, and on an Intel Xeon torch's matmul won at every
+shape of the MLP VAE. So each computation with two ways (the paths below) is timed, the first time
+a shape is met, on that shape with both ways (milliseconds), and the faster kept. A tie goes to the
+plain way (torch's own op). Choices are logged (they land in the run's train.log) and cached per
+machine in $AELAB_DATA_DIR/fastpaths.json (default ~/.cache/aelab), keyed by the CPU or GPU model, the
+torch version and the thread count, so later runs skip the timing.
+
+trainer.fast_paths: auto (the above) | on (every fast path, untimed) | off (torch's plain ops) | retune
+(time again and overwrite the cached choices); trainer.fast_path.<path>=... forces one path.
+
+This module is torch-free at import: the trainer's schema reads PATHS and MODES from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PATHS = {  # name: (the fast way, the plain way)
+    "linear": ("oneDNN matmul", "torch matmul"),
+    "bernoulli_nll": ("log-free Bernoulli NLL", "BCE with logits"),
+    "conv_layout": ("channels-last", "contiguous"),
+}
+MODES = ("auto", "on", "off", "retune")
+TIE = 0.03  # the fast way must win by more than this fraction: a tie keeps torch's own op
+
+
+@dataclass(frozen=True)
+class Choice:
+    path: str
+    key: str
+    fast: bool
+    fast_us: float | None = None  # the timings it was made on (None: forced by a mode)
+    plain_us: float | None = None
+    source: str = "measured"  # measured | cached | forced
+
+    def describe(self) -> str:
+        way = PATHS[self.path][0 if self.fast else 1]
+        if self.fast_us is None:
+            return f"fast path {self.path} [{self.key}]: {way} ({self.source})"
+        fast_name, plain_name = PATHS[self.path]
+        return (f"fast path {self.path} [{self.key}]: {way} ({self.source}: {fast_name} {self.fast_us:.0f} us, "
+                f"{plain_name} {self.plain_us:.0f} us)")
+
+
+class FastPaths:
+    """The modes in force and the choices made in this process (and loaded from the machine's cache)."""
+
+    def __init__(self) -> None:
+        self.modes: dict[str, str] = dict.fromkeys(PATHS, "auto")
+        self.made: dict[tuple[str, str], Choice] = {}  # this process's choices, in the order made
+        self._cached: dict[str, dict] | None = None  # this machine's entries of the cache file
+
+    def configure(self, mode: str = "auto", per_path: Mapping[str, str | None] | None = None) -> None:
+        """Set every path's mode (and some paths' own); forgets this process's choices so they are made anew."""
+        self.modes = dict.fromkeys(PATHS, mode)
+        self.modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
+        self.made.clear()
+
+    def known(self, path: str, key: str) -> bool | None:
+        """The choice already made in this process for (path, key), if any: the per-call lookup."""
+        made = self.made.get((path, key))
+        return None if made is None else made.fast
+
+    def use_fast(self, path: str, key: str, time_fast: Callable[[], object], time_plain: Callable[[], object],
+                 sync: Callable[[], None] | None = None) -> bool:
+        """Whether `path` takes its fast way for `key`; times the two callables (each runs the way once) if no
+        choice is known. Callers skip this where the fast way does not apply at all (another device, dtype)."""
+        made = self.made.get((path, key))
+        if made is not None:
+            return made.fast
+        mode = self.modes.get(path, "auto")
+        if mode in ("on", "off"):
+            choice = Choice(path, key, mode == "on", source="forced")
+        else:
+            entry = None if mode == "retune" else self._machine_cache().get(f"{path}|{key}")
+            if entry is not None:
+                choice = Choice(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), "cached")
+            else:
+                fast_s, plain_s = time_pair(time_fast, time_plain, sync)
+                choice = Choice(path, key, fast_s < plain_s * (1 - TIE), fast_s * 1e6, plain_s * 1e6)
+                self._remember(choice)
+        self.made[(path, key)] = choice
+        log.info(choice.describe())
+        return choice.fast
+
+    def choices(self) -> list[Choice]:
+        return list(self.made.values())
+
+    # ---- the per-machine cache ---------------------------------------------------------------
+    def _machine_cache(self) -> dict[str, dict]:
+        if self._cached is None:
+            self._cached = _read_cache().get(machine_fingerprint(), {})
+        return self._cached
+
+    def _remember(self, choice: Choice) -> None:
+        entry = {k: v for k, v in asdict(choice).items() if k in ("fast", "fast_us", "plain_us")}
+        self._machine_cache()[f"{choice.path}|{choice.key}"] = entry
+        everything = _read_cache()  # another run may have added entries since: merge, then replace atomically
+        everything.setdefault(machine_fingerprint(), {})[f"{choice.path}|{choice.key}"] = entry
+        _write_cache(everything)
+
+
+def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
+              rounds: int = 7, min_seconds: float = 1e-3, budget_seconds: float = 0.4) -> tuple[float, float]:
+    """Seconds per call of each, the best of `rounds` interleaved measurements (interleaving shares any drift
+    of the machine's speed between the two; the minimum is the least disturbed); each measurement repeats the
+    call until it lasts min_seconds, so timer resolution does not decide small shapes. Calls slow enough to
+    overrun budget_seconds get fewer rounds (at least 2): start-up must stay short."""
+    sync = sync or (lambda: None)
+
+    def once(fn: Callable[[], object], reps: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        return (time.perf_counter() - t0) / reps
+
+    first = {}
+    for fn in (fast, plain):
+        fn()  # warm-up: allocations, kernel selection
+        first[fn] = once(fn, 1)
+    reps = {fn: max(1, int(min_seconds / max(t, 1e-7))) for fn, t in first.items()}
+    per_round = sum(reps[fn] * first[fn] for fn in first)
+    rounds = max(2, min(rounds, int(budget_seconds / max(per_round, 1e-9))))
+    best = dict(first)
+    for _ in range(rounds):
+        for fn in (fast, plain):
+            best[fn] = min(best[fn], once(fn, reps[fn]))
+    return best[fast], best[plain]
+
+
+def probe(*shape: int, dtype=None, like=None):
+    """Random operands for timing, drawn from a generator of their own: a run that times its fast paths
+    must draw the same noise afterwards as one that read its choices from the cache."""
+    import torch
+
+    global _PROBE_RNG
+    if _PROBE_RNG is None:
+        _PROBE_RNG = torch.Generator().manual_seed(0)
+    out = torch.randn(*shape, generator=_PROBE_RNG, dtype=dtype or torch.float32)
+    return out if like is None else out.to(device=like.device, dtype=like.dtype)
+
+
+_PROBE_RNG = None
+
+
+def rows_bucket(n: int) -> int:
+    """The power of two at or above n: batches of 100 and 128 share a choice, so a last short batch or an
+    eval batch of another size costs no new timing unless its size class changes."""
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def machine_fingerprint() -> str:
+    """What a choice depends on: the processor (or GPU), torch's version and its thread count."""
+    import torch
+
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        import platform
+
+        cpu = platform.processor() or cpu
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no gpu"
+    return f"{cpu} | {gpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser() / "fastpaths.json"
+
+
+def _read_cache() -> dict[str, dict]:
+    try:
+        data = json.loads(cache_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # none yet, or unreadable: choices are measured again
+        return {}
+
+
+def _write_cache(data: dict) -> None:
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home only costs the timing again next run
+        log.debug("could not write %s: %s", path, exc)
+
+
+FAST_PATHS = FastPaths()  # the process's one instance: the trainer configures it, the layers consult it
