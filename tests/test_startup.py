@@ -1,0 +1,83 @@
+"""What keeps launch-to-first-step short: no torch._dynamo or torchvision on the training path, IDX data
+decoded once, and each of these shortcuts computes what the long way computes."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from aelab.data.idx import read_idx
+from aelab.engine.eager_optim import eager_step, skip_dynamo_import
+from aelab.viz.images import grid
+
+
+@pytest.mark.parametrize("shape, nrow", [((5, 1, 7, 9), 3), ((16, 3, 4, 4), 8), ((1, 1, 5, 5), 8),
+                                         ((10, 3, 6, 5), 4), ((3, 2, 2), 8)])
+def test_grid_is_torchvisions_make_grid_pixel_for_pixel(shape, nrow) -> None:
+    from torchvision.utils import make_grid
+
+    x = torch.rand(shape)
+    assert torch.equal(grid(x, nrow=nrow, pad=2), make_grid(x, nrow=nrow, padding=2, pad_value=1.0))
+
+
+def test_eager_step_takes_the_same_steps_as_torchs_own(monkeypatch) -> None:
+    torch.manual_seed(0)
+    weights = torch.randn(5, 3)
+    params = {name: torch.nn.Parameter(weights.clone()) for name in ("ours", "torch's")}
+    opts = {name: torch.optim.Adam([p], lr=0.1, fused=True) for name, p in params.items()}
+    skip_dynamo_import()
+    assert eager_step(opts["ours"])
+    hook_calls = []
+    opts["ours"].register_step_post_hook(lambda *_: hook_calls.append(1))
+    for step in range(3):
+        for name, p in params.items():
+            opts[name].zero_grad()
+            (p.sin().sum() * (step + 1)).backward()
+            opts[name].step()
+    assert torch.equal(params["ours"], params["torch's"]) and hook_calls == [1, 1, 1]
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, differentiable=True)
+    assert not eager_step(sgd)  # a differentiable optimizer keeps torch's step (its grad mode differs)
+
+
+def test_a_training_run_imports_neither_dynamo_nor_torchvision(tmp_path) -> None:
+    code = ("import sys, runpy; sys.argv = ['aelab', 'train', 'data=synthetic', 'epochs=2', 'logger=tensorboard', "
+            "'trainer.checkpoint_every=1', 'device=cpu']; "
+            "exec('try:\\n runpy.run_module(\"aelab\", run_name=\"__main__\")\\nexcept SystemExit: pass'); "
+            "print(sorted(m for m in ('torch._dynamo', 'torchvision', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "AELAB_DATA_DIR": str(tmp_path / "cache")})
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert "torch._dynamo" not in loaded and "torchvision" not in loaded, loaded  # matplotlib draws the figures
+
+
+def _gz_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, dtype=">i4").tobytes()
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_gzipped_idx_is_decoded_once_and_again_when_the_file_changes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "x-idx3-ubyte.gz"
+    first = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    _gz_idx(path, first)
+    assert np.array_equal(read_idx(path), first)
+    cached = list((tmp_path / "cache" / "idx").glob("*.npy"))
+    assert len(cached) == 1
+
+    def no_decoding(_):
+        raise AssertionError("a cached file must not be decoded again")
+
+    monkeypatch.setattr(gzip, "decompress", no_decoding)
+    assert np.array_equal(read_idx(path), first)
+    monkeypatch.undo()
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "cache"))
+    second = first[::-1].copy()
+    _gz_idx(path, second)
+    os.utime(path, ns=(1, 10**18))  # another mtime, as a replaced file has
+    assert np.array_equal(read_idx(path), second)
