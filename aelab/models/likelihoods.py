@@ -25,14 +25,7 @@ def sum_softplus(logits: Tensor, *, consume: bool = False) -> Tensor:  # (..., P
     relu_sum = logits.sum(-1)
     factors = logits.abs_() if consume else logits.abs()
     relu_sum.add_(factors.sum(-1)).mul_(0.5)
-    factors.sigmoid_()  # (..., P) in [1/2, 1)
-    n = factors.shape[-1]
-    for _ in range(MAX_HALVINGS):
-        if n % 2:
-            break
-        n //= 2
-        factors = factors[..., :n].mul_(factors[..., n : 2 * n])
-    return relu_sum - factors.log().sum(-1)
+    return relu_sum - _sum_log_sigmoid_of_abs(factors)
 
 
 class _BernoulliNLL(torch.autograd.Function):
@@ -115,10 +108,31 @@ class Bernoulli:
         return self.nll(logits, x).sum() / x.shape[0]
 
     def nll_of_draws(self, logits: Tensor, x: Tensor, consume: bool = False) -> Tensor:  # (S, B, *shape), (B, *shape) -> (S, B)
-        """nll of S decodes of each example: sum softplus(l) - x . l. consume=True overwrites logits."""
+        """nll of S decodes of each example: sum softplus(l) - x . l. consume=True overwrites logits.
+
+        Written as sum l (1/2 - x) + sum (|l|/2 - log sigmoid(|l|)) (softplus(l) = l/2 + |l|/2 - log sigmoid(|l|)):
+        the linear part is one batched matrix-vector product per image, which reads the logits once, where
+        sum softplus(l) and x . l taken apart cost five passes over them (measured: the whole term in less
+        than half the time, 1 thread; it is what importance sampling spends besides the decoder's matmuls).
+        """
         flat = logits.flatten(2)  # (S, B, P)
-        data_term = (flat * x.flatten(1).to(flat.dtype)).sum(-1)  # (S, B); an einsum here is a slow batched GEMV
-        return sum_softplus(flat, consume=consume) - data_term
+        weights = (0.5 - x.flatten(1).to(flat.dtype)).unsqueeze(2)  # (B, P, 1)
+        linear = torch.bmm(flat.transpose(0, 1), weights).squeeze(2).t()  # (S, B), from (B, S, P) strided views
+        factors = flat.abs_() if consume else flat.abs()
+        half_abs = factors.sum(-1).mul_(0.5)
+        return linear + half_abs - _sum_log_sigmoid_of_abs(factors)
+
+
+def _sum_log_sigmoid_of_abs(factors: Tensor) -> Tensor:  # (..., P) holding |l|, overwritten -> (...)
+    """sum log sigmoid(|l|) over the last axis with one log per 16 entries (see sum_softplus)."""
+    factors.sigmoid_()  # in [1/2, 1)
+    n = factors.shape[-1]
+    for _ in range(MAX_HALVINGS):
+        if n % 2:
+            break
+        n //= 2
+        factors = factors[..., :n].mul_(factors[..., n : 2 * n])
+    return factors.log().sum(-1)
 
 
 class Gaussian:
