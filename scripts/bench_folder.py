@@ -196,7 +196,8 @@ def folder_rows(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
         conv = f"conv, 64x64 RGB, {conv_batches} batches of {BATCH}"
         # a partial epoch streams only its own files while the build decodes all: no target for its first epoch
-        partial = f"streaming reads {min(conv_batches * BATCH, len(cached.train)):,} of {len(cached.train):,} train files, the build all {n:,}"
+        read = min(conv_batches * BATCH, len(cached.train))
+        partial = f"streaming reads {read:,} of {len(cached.train):,} train files, the build all {n:,}"
         models = (("MLP [64], 32x32 grey", MLP, "cached <= streamed"),
                   (conv, [*CONV, f"trainer.limit_batches={conv_batches}"], partial))
         for key, (label, overrides, first_target) in enumerate(models):
