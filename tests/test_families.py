@@ -165,7 +165,8 @@ def test_priors_draw_where_they_should() -> None:
     drawn = mixture.sample(4000, torch.arange(4).repeat(1000), CPU)
     means = torch.stack([drawn[k::4].mean(0) for k in range(4)])
     assert torch.allclose(means, mixture.mode_centres(CPU), atol=0.05)
-    assert torch.allclose(LatentPrior("uniform", 2).quantile(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0, 1]))
+    quantiles = LatentPrior("uniform", 2).quantile(torch.tensor([0.0, 0.5, 1.0]))  # (P, dim): each coordinate's
+    assert torch.allclose(quantiles, torch.tensor([[-1.0, -1], [0, 0], [1, 1]]))
 
 
 def test_aae_supervised_needs_a_region_per_class(compose_cfg) -> None:

@@ -7,7 +7,7 @@ classification phase (the encoder's label part on the known labels) follows reco
 its own optimiser step keeps the small cross-entropy from drowning in the reconstruction gradient.
 
 Options: supervised feeds the one-hot label to the discriminator, so each class lands in its own prior
-region (a grid cell or mixture mode). disentangle and semi_supervised_fraction split the encoder output
+region (a grid patch or mixture mode; grid_extra adds patches below the lattice, e.g. a tenth for ten classes). disentangle and semi_supervised_fraction split the encoder output
 into a categorical label part and a style code (the code `encode` returns); the decoder reads both.
 disentangle adds an adversary that tries to read the label from the style (the encoder tries to leave it
 guessing); semi_supervised_fraction trains the label part on only that fraction of the labels, and
@@ -24,7 +24,7 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder, Condition, Diagnostics, Phase, require_labels
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.priors import PRIORS, LatentPrior
+from aelab.models.priors import PRIORS, LatentPrior, check_grid_extra
 from aelab.nets import Arch
 from aelab.nets.mlp import mlp
 from aelab.schema import Annotated, OneOf, Range
@@ -56,12 +56,13 @@ class AAE(Autoencoder):
         if options.get("prior") == "grid" and latent_dim != 2:
             raise UserError(f"{key}.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
                             f"latent_dim=2, or {key}.prior=gaussian|uniform|mixture")
+        check_grid_extra(str(options["prior"]), int(options["grid_size"]), int(options["grid_extra"]), key)
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  prior: Annotated[str, OneOf(PRIORS)] = "gaussian",
                  adv_weight: Annotated[float, Range(0, None)] = 1.0, supervised: bool = False, disentangle: bool = False,
                  semi_supervised_fraction: Annotated[float | None, Range(0, 1, low_open=True)] = None,
-                 grid_size: Annotated[int, Range(1, None)] = 3,
+                 grid_size: Annotated[int, Range(1, None)] = 3, grid_extra: Annotated[int, Range(0, None)] = 0,
                  disc_hidden: Annotated[tuple[int, ...], Range(1, None)] = (256, 256),
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None) -> None:
@@ -72,10 +73,10 @@ class AAE(Autoencoder):
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes,
                          condition=Condition(k, encoder=False) if label_part else None)
         self.label_part = label_part
-        self.prior = LatentPrior(prior, self.latent_dim, num_classes, grid_size)
+        self.prior = LatentPrior(prior, self.latent_dim, num_classes, grid_size, grid_extra)
         if supervised and (self.prior.regions or 0) < k:
             raise UserError("model.supervised", f"needs a prior with a region for each of the {k} classes",
-                            "model.prior=mixture, or prior=grid with model.grid_size**2 >= classes")
+                            "model.prior=mixture, or prior=grid with model.grid_size**2 + model.grid_extra >= classes")
         self.adv_weight, self.supervised, self.disentangle = float(adv_weight), bool(supervised), bool(disentangle)
         self.semi_supervised_fraction = None if semi_supervised_fraction is None else float(semi_supervised_fraction)
         hidden = list(disc_hidden)
@@ -121,7 +122,12 @@ class AAE(Autoencoder):
         codes = self.prior.sample(n, y if self.supervised else None, self.device)
         return self.likelihood.mean(self.decode(codes, y))
 
-    def prior_quantile(self, p: Tensor) -> Tensor:
+    def prior_codes(self, n: int) -> Tensor:  # (n, latent_dim)
+        """Codes drawn from the prior the discriminator matches: every class's region in turn when supervised."""
+        y = torch.arange(n, device=self.device) % int(self.num_classes) if self.supervised else None  # type: ignore[arg-type]
+        return self.prior.sample(n, y, self.device)
+
+    def prior_quantile(self, p: Tensor) -> Tensor:  # (P,) -> (P, latent_dim): the grid's y axis reaches below x's
         return self.prior.quantile(p)
 
     @property

@@ -43,32 +43,39 @@ def latent_codes(model: Autoencoder, split: Split, limit: int = 2000, batch_size
 
 def project_2d(codes: Tensor) -> tuple[Tensor, str]:
     """Codes as 2-D points: as they are for D <= 2, else their first two principal components."""
-    if codes.shape[1] == 1:
-        return torch.cat([codes, torch.zeros_like(codes)], dim=1), "z"
-    if codes.shape[1] == 2:
-        return codes, "z"
-    centred = codes - codes.mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-    return centred @ v[:, :2], "PCA of z"
+    plane = _plane(codes, "z")
+    return _to_plane(codes, plane), plane[2]
 
 
-def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str] | None = None):
-    """Scatter of the codes coloured by label (matplotlib Figure)."""
+PRIOR_GREY = "0.65"  # prior samples behind the codes: visible, yet never mistaken for a class colour
+
+
+def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str] | None = None,
+                    prior: Tensor | None = None):
+    """Scatter of the codes coloured by label (matplotlib Figure), over samples of the prior (M, D) in grey when
+    given, projected on the codes' plane, so the picture shows how well the codes fill the prior."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points, how = project_2d(codes)
+    plane = _plane(codes, "z")
+    points, how = _to_plane(codes, plane), plane[2]
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    handles = []
+    if prior is not None:
+        drawn = _to_plane(prior, plane)
+        ax.scatter(drawn[:, 0], drawn[:, 1], s=2, alpha=0.35, color=PRIOR_GREY, zorder=0, linewidths=0)
+        handles.append(plt.Line2D([], [], marker="o", ls="", color=PRIOR_GREY, label="prior samples"))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
     else:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7,
                         vmin=-0.5, vmax=max(9.5, float(labels.max()) + 0.5))
         classes = sorted(set(labels.tolist()))
-        handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(c)),
-                              label=class_names[c] if class_names else str(c)) for c in classes]
+        handles += [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(c)),
+                               label=class_names[c] if class_names else str(c)) for c in classes]
+    if handles:
         ax.legend(handles=handles, fontsize=7, markerscale=1.2, loc="best", framealpha=0.7)
     ax.set_title(f"latent manifold ({how}, {codes.shape[1]}-D codes)")
     ax.set_xlabel(f"{how}[0]")
@@ -81,16 +88,30 @@ def is_image(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3
 
 
+def prior_codes(model: Autoencoder, n: int) -> Tensor | None:
+    """n codes (n, D) drawn from the model's prior, for families that can draw them (the AAE: every class's
+    region when supervised); None otherwise."""
+    draw = getattr(model, "prior_codes", None)
+    return draw(n).float().cpu() if model.has_prior and callable(draw) else None
+
+
+def prior_quantiles(model: Autoencoder, p: Tensor) -> Tensor:  # (P,) -> (P, D)
+    """The prior's quantiles p of every code coordinate: a family gives one coordinate's (P,), shared by all
+    (a symmetric prior), or each coordinate's own (P, D) (an AAE grid's row below the lattice widens only y)."""
+    q = model.prior_quantile(p).float().cpu()
+    return q[:, None].expand(-1, model.latent_dim) if q.dim() == 1 else q
+
+
 def latent_axes(model: Autoencoder, codes: Tensor | None, n: int,
                 span: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
-    """Grid coordinates for a 2-D latent plane: `span` (low, high) on both axes if given, else prior quantiles
-    if the model has a prior, else the codes' range."""
+    """Grid coordinates for a 2-D latent plane: `span` (low, high) on both axes if given, else each axis's prior
+    quantiles (5%..95%) if the model has a prior, else the codes' range."""
     if span is not None:
         axis = torch.linspace(float(span[0]), float(span[1]), n)
         return axis, axis
     if model.has_prior or codes is None:
-        axis = model.prior_quantile(torch.linspace(0.05, 0.95, n)).float().cpu()
-        return axis, axis
+        q = prior_quantiles(model, torch.linspace(0.05, 0.95, n))
+        return q[:, 0].contiguous(), q[:, 1].contiguous()
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
     return torch.linspace(float(lo[0]), float(hi[0]), n), torch.linspace(float(lo[1]), float(hi[1]), n)
 
@@ -119,20 +140,21 @@ def latent_grids(model: Autoencoder, codes: Tensor | None = None, n: int = 15,
 
 @torch.no_grad()
 def prior_samples(model: Autoencoder, n: int = 64) -> Tensor:
-    return grid(model.sample(n), nrow=int(math.ceil(math.sqrt(n))))
+    return grid(model.sample(n), nrow=math.ceil(math.sqrt(n)))
 
 
 # ---- vectors (2-D toy data, tables): scatter plots ---------------------------------------------------
-def _plane(x: Tensor) -> tuple[Tensor, Tensor, str]:
-    """A 2-D view of (N, D) vectors: the coordinates for D <= 2, else the first two principal components."""
+def _plane(x: Tensor, name: str = "x") -> tuple[Tensor, Tensor, str]:
+    """A 2-D view of (N, D) vectors: the coordinates for D <= 2, else the first two principal components
+    (mean, basis (D, 2), how the axes are called); other points go on the same plane with _to_plane."""
     x = x.float().cpu()
     if x.shape[1] == 1:
-        return torch.zeros(1), torch.tensor([[1.0, 0.0]]), "x"
+        return torch.zeros(1), torch.tensor([[1.0, 0.0]]), name
     if x.shape[1] == 2:
-        return torch.zeros(2), torch.eye(2), "x"
+        return torch.zeros(2), torch.eye(2), name
     mean = x.mean(0)
     _, _, v = torch.pca_lowrank(x - mean, q=2, center=False)
-    return mean, v[:, :2], "PCA of x"
+    return mean, v[:, :2], f"PCA of {name}"
 
 
 def _to_plane(points: Tensor, plane: tuple[Tensor, Tensor, str]) -> Tensor:  # (N, D) -> (N, 2)
@@ -260,7 +282,7 @@ def split_pictures(report, model: Autoencoder, split: Split, options, class_name
             report.figures["decoded_curve"] = decoded_curve_figure(model, many.x, many.y)
         if model.has_prior:
             report.figures["prior_samples"] = samples_figure(model.sample(1000), many.x)
-    report.figures["latent_manifold"] = manifold_figure(codes, labels, class_names)
+    report.figures["latent_manifold"] = manifold_figure(codes, labels, class_names, prior_codes(model, len(codes)))
     report.histograms["codes"] = codes
     if options.traversal and model.images:  # data with known factors: which dimension moves which factor
         first = split.head(1)
@@ -293,8 +315,8 @@ def traversal_range(model: Autoencoder, codes: Tensor | None, span: tuple[float,
     if span is not None:
         return torch.full((d,), float(span[0])), torch.full((d,), float(span[1]))
     if model.has_prior or codes is None:
-        lo, hi = model.prior_quantile(torch.tensor([0.02, 0.98])).float().cpu()
-        return lo.expand(d).clone(), hi.expand(d).clone()
+        lo, hi = prior_quantiles(model, torch.tensor([0.02, 0.98])).clone()
+        return lo, hi
     return torch.quantile(codes.float(), 0.02, dim=0), torch.quantile(codes.float(), 0.98, dim=0)
 
 
