@@ -85,6 +85,7 @@ EVAL_KEYS: dict[str, Any] = {
     "views.points": Annotated[int, Range(2, None)],
     "views.tsne": COUNT,
     "views.grid_size": Annotated[int, Range(2, None)],
+    "views.files": bool,
 }
 SAMPLE_KEYS: dict[str, Any] = {
     **FROM_RUN_KEYS,

@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             seconds[group] = round(time.perf_counter() - start, 2)
             out.metrics({**{f"{name}/{k}": v for k, v in found.items()}, "seconds": dict(seconds)})
 
-        wants_pictures = int(cfg.num_images) > 0 or bool(cfg.tensorboard)
+        wants_pictures = int(cfg.num_images) > 0 or bool(cfg.tensorboard) or bool(cfg.views.files)
         options = PictureOptions(num_images=int(cfg.num_images) or 32, manifold_points=int(cfg.views.points),
                                  grid_size=int(cfg.views.grid_size))
         report = measure(model, split, step=session.step, batch_size=bs, class_names=data.class_names,
@@ -141,6 +141,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                        and isinstance(v, (int, float)) and not isinstance(v, bool)}
             out.logger.scalars({k: v for k, v in numbers.items() if k[len(name) + 1 :] not in report.scalars}, 0)
             out.logger.hparams(hparams_of(session.config), numbers)  # the HParams tab reads those scalars
+        if cfg.views.files:  # every picture of the report as <name>.png too, for readers without TensorBoard
+            for key, picture in {**report.images, **report.figures}.items():
+                if key not in out.files:
+                    out.picture(key, picture)
         metrics = dict(out.values)
         release(report.figures.values())  # the ones no sink wrote (TensorBoard closes what it writes)
     shown = {k: v for k, v in metrics.items() if k != "seconds" and "/kl_dim/" not in k}
