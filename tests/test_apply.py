@@ -169,7 +169,8 @@ def test_score_reuses_the_training_statistics_and_keeps_row_order(table_run, com
     assert stored["value"] == pytest.approx(result["threshold"]) and stored["split"] == "val" and stored["examples"] == 40
     few = _run(score, compose_cfg, "score", [f"run={run}", "data=csv", f"data.path={few_csv}"])
     _, few_rows = _read_csv(Path(few["output_dir"]) / "scores.csv")
-    np.testing.assert_allclose([float(r[6]) for r in few_rows], nll[:4], rtol=1e-6)
+    # rtol 1e-5: a batch of 4 rows and one of 40 may take different matmul ways (fast paths are chosen per size)
+    np.testing.assert_allclose([float(r[6]) for r in few_rows], nll[:4], rtol=1e-5)
     assert few["threshold_from"].startswith("thresholds.json")  # the stored threshold, not a new one
     with pytest.raises(UserError, match="the input table"):
         _run(score, compose_cfg, "score", [f"run={run}", "data=csv", f"data.path={new_csv}", f"out={new_csv}"])
