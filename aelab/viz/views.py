@@ -65,7 +65,7 @@ def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str]
     handles = []
     if prior is not None:
         drawn = _to_plane(prior, plane)
-        ax.scatter(drawn[:, 0], drawn[:, 1], s=2, alpha=0.35, color=PRIOR_GREY, zorder=0, linewidths=0)
+        ax.scatter(drawn[:, 0], drawn[:, 1], s=3, alpha=0.45, color=PRIOR_GREY, zorder=0, linewidths=0)
         handles.append(plt.Line2D([], [], marker="o", ls="", color=PRIOR_GREY, label="prior samples"))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
