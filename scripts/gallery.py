@@ -1,0 +1,757 @@
+#!/usr/bin/env python
+"""The gallery: every experiment preset trained with its own settings, its pictures drawn by aelab's commands.
+
+    python scripts/gallery.py                        # every preset -> docs/gallery/ (about 40 minutes on 2 cores)
+    python scripts/gallery.py --quick --out /tmp/g   # a smoke run of every preset (about 2 minutes)
+    python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
+    python scripts/gallery.py --page                 # only the page again, e.g. after editing a caption
+
+Each preset of conf/experiment/ has one entry below: the commands that draw its pictures (`aelab eval` with
+views.files=true, `aelab sample`, `aelab interpolate`, `aelab traverse`, `aelab fit-prior`, `aelab report`),
+which of their files go to docs/gallery/<preset>/, and one line on what the course teaches with each. The list
+of presets comes from the folder, so a new preset without an entry stops the script instead of being skipped.
+Every command runs as `python -m aelab ...` in a work folder (a temporary one unless --work) and a nonzero exit
+stops the gallery with the command and the end of its output. --quick shrinks every run (1 epoch of 3 batches,
+small data, one thread) and runs the commands in this process through aelab's own CLI entry point, which spares
+the ~3 s of imports each of the ~100 commands would otherwise pay. The page (docs/gallery/README.md) is written
+from the entries and docs/gallery/gallery.json (what each preset's last run took and which commands made what),
+so --only redraws one preset and keeps the rest of the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS_DIR = REPO / "conf" / "experiment"
+DEFAULT_OUT = REPO / "docs" / "gallery"
+MAX_BYTES = 300_000  # a committed picture stays below this (PNG or GIF)
+UPSCALE_BELOW = 400  # a PNG whose longer side is shorter is enlarged by a whole factor (nearest neighbour: no blur)
+GIF_MAX_SIDE = 360  # a GIF larger than MAX_BYTES is scaled down to this side, then loses frames and pixels
+
+
+class GalleryError(Exception):
+    """A mistake in the command line, an entry that does not fit the presets, or a command that failed."""
+
+
+# ---- the table: one entry per preset --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shot:
+    """One picture (or table) of the gallery: a file a command writes and what the course teaches with it."""
+
+    file: str  # the file in the command's output folder, e.g. latent_manifold.png
+    name: str  # its name in the gallery: <out>/<preset>/<name><suffix of file>
+    title: str
+    caption: str  # one line: what the course shows with it
+
+
+@dataclass(frozen=True)
+class Step:
+    """One aelab command after training. `{run}` in args is the trained run's folder; `{best_run}` the study's job
+    with the best mean of its report's y (seed 0)."""
+
+    command: str  # eval | sample | interpolate | traverse | fit-prior | report
+    args: tuple[str, ...] = ()
+    shots: tuple[Shot, ...] = ()
+    quick: tuple[str, ...] = ()  # added under --quick (later keys win)
+
+
+@dataclass(frozen=True)
+class Entry:
+    preset: str
+    steps: tuple[Step, ...]
+    gallery: tuple[str, ...] = ()  # the full run's changes to the preset, where its own size would not fit ~40 min
+    why: str = ""  # what those changes are and why, for the page
+    quick: tuple[str, ...] = ()  # training overrides of this preset under --quick, after the data's (QUICK_DATA)
+    study: bool = False  # a multirun (-m) study: trained into a sweep folder, its report and one traversal shown
+
+
+# Pictures only: the metrics eval can add (IS-NLL, probes, Fréchet distance, disentanglement) are the README's.
+EVAL = ("iw_samples=0", "probe.max_train=0", "noise=[]", "generation.samples=0", "disentanglement.enabled=false",
+        "tensorboard=false", "views.files=true")
+QUICK_TRAIN = ("epochs=1", "trainer.limit_batches=3", "batch_size=32", "trainer.fast_paths=on")
+QUICK_DATA = {  # by the preset's dataset: small data of the same kind, so every command (classes, factors) still works
+    "mnist": ("data=mnist5k",),  # offline the full MNIST falls back to these 5,000 digits anyway
+    "dsprites": ("data.subsample=256",),
+    "fashion_mnist": (), "toy2d": (),
+}
+QUICK_STEP = ("threads=1",)  # CI's cores belong to the test workers
+STUDY_QUICK = ("hydra.sweeper.params.seed=0", "hydra.sweeper.params.study_arm='beta_vae_4,aae_disentangle'",
+               "data.subsample=400", "epochs=1", "threads=1",
+               ("sweep_eval.overrides=['iw_samples=0','probe.max_train=0','noise=[]','generation.samples=0',"
+                "'num_images=0','tensorboard=false','threads=1','disentanglement.num_train=200',"
+                "'disentanglement.num_eval=100','disentanglement.variance_points=200','disentanglement.batch_size=16']"))
+
+
+def recon(caption: str) -> Step:
+    return Step("eval", EVAL, (Shot("reconstructions.png", "reconstructions", "Reconstructions", caption),))
+
+
+# dSprites' validation split (1% of the grid, 7,373 images) instead of its 36,864 test images: the same pictures
+DSPRITES_RECON = Step("eval", (*EVAL, "split=val"), (
+    Shot("reconstructions.png", "reconstructions", "Reconstructions",
+         "dSprites shapes (validation images) and their reconstructions: position and scale come back first, "
+         "the shape and its rotation need longer training."),))
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry("pca_denoising", (
+        Step("eval", EVAL, (
+            Shot("denoising.png", "denoising", "Denoising by projection",
+                 "Rows of three: noisy test digits (std 0.3), their projection on the principal components that keep "
+                 "90% of the variance, the clean digits: the linear baseline every denoising AE is compared with."),)),)),
+    Entry("ae_2d", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
+                 "A plain AE's 2-D codes of the test digits by class: classes in streaks and clumps of any shape "
+                 "and scale, with empty space between them; nothing asks the codes to fill a known region."),
+            Shot("reconstructions.png", "reconstructions", "Reconstructions",
+                 "Inputs and reconstructions in alternate rows: two numbers per digit keep the class and rough "
+                 "shape, not the details."))),
+        Step("sample", (), (
+            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
+                 "A 15x15 grid over the codes' 1%..99% range, decoded: where it crosses the empty space the "
+                 "decoder draws blends that are no digit, which is why a plain AE is no generative model."),)))),
+    Entry("dae_24d", (
+        Step("eval", EVAL, (
+            Shot("denoising.png", "denoising", "Denoising",
+                 "Rows of three: test digits with Gaussian noise of std 0.3, what the denoising AE makes of them, the "
+                 "clean digits: trained to map corrupted inputs to clean targets, it removes the noise."),)),)),
+    Entry("sparse_ae_l1", (
+        Step("eval", EVAL, (
+            Shot("mean_activation_per_class.png", "mean_activation_per_class", "Mean activation per class",
+                 "The 900 code units as a 30x30 tile per digit class, bright = active on average: under the L1 "
+                 "penalty each class uses few units of the over-complete code, and classes use different ones."),
+            Shot("reconstructions.png", "reconstructions", "Reconstructions",
+                 "An over-complete code reconstructs well; the penalty, not the size, keeps it from copying."))),)),
+    Entry("sparse_ae_kl", (
+        Step("eval", EVAL, (
+            Shot("mean_activation_per_class.png", "mean_activation_per_class", "Mean activation per class",
+                 "The same 30x30 tiles with the KL penalty: each unit's mean activation is pulled to rho = 0.1, so "
+                 "activity is spread more evenly over the units than under L1."),)),)),
+    Entry("ae_interpolation", (
+        Step("interpolate", ("by=class", "from=7", "to=6", "steps=12", "arithmetic=7 - 1 + 4"), (
+            Shot("interpolation.png", "interpolation", "Interpolation strip",
+                 "The first test 7 and the first test 6 at the ends, the straight line between their 24-D codes "
+                 "decoded in between: the strokes bend from one digit into the other (through whatever digits lie "
+                 "between their codes), where a cross-fade of pixels would only overlay them."),
+            Shot("interpolation.gif", "interpolation", "Interpolation GIF", "The same path, played back and forth."),
+            Shot("arithmetic.png", "arithmetic", "Vector arithmetic",
+                 "The mean codes of the test 7s, 1s and 4s decoded, then mean(7) - mean(1) + mean(4) decoded: "
+                 "adding and subtracting codes combines the classes' features (the 7's bar, the 4's strokes)."))),)),
+    Entry("vae_kl_only", (
+        Step("eval", EVAL, (
+            Shot("reconstructions.png", "reconstructions", "Reconstructions after posterior collapse",
+                 "Trained on the KL term alone, every posterior equals the prior N(0, I): the code carries nothing "
+                 "about the input, and with no reconstruction term the decoder learns nothing either, so every "
+                 "digit comes back as the same flat grey."),
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
+                 "All posterior means sit at the origin whatever the class: the collapse seen in the codes."))),)),
+    Entry("vae_2d", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
+                 "A VAE's 2-D posterior means by class: the KL term packs them into a round cloud around the origin "
+                 "like the N(0, I) prior, classes side by side without empty space between them."),)),
+        Step("sample", (), (
+            Shot("latent_grid.png", "latent_grid", "Decoded latent plane",
+                 "A 15x15 grid over the prior's 5%..95% quantiles, decoded: every point is a plausible digit and "
+                 "digits morph smoothly into their neighbours, the course's picture of a VAE's latent space."),
+            Shot("samples.png", "samples", "Prior samples",
+                 "64 draws z ~ N(0, I) decoded: a generative model, blurry with only two dimensions."))))),
+    Entry("vae_24d", (
+        Step("eval", (*EVAL, "tensorboard=true", "views.tsne=1000"), (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
+                 "The 24-D posterior means on their first two principal components: classes overlap in any "
+                 "2-D linear view of a 24-D code."),
+            Shot("latent_manifold_tsne.png", "latent_manifold_tsne", "Latent manifold (t-SNE)",
+                 "t-SNE of the same codes (up to 1,000): the classes are separate clusters in 24-D."),
+            Shot("reconstructions.png", "reconstructions", "Reconstructions",
+                 "24 dimensions keep much more of each digit than 2 (compare vae_2d)."))),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Prior samples",
+                 "64 draws from N(0, I) decoded: sharper than with 2-D codes, with some draws that are no digit "
+                 "where the prior has mass the codes never used."),)),
+        Step("interpolate", ("by=class", "from=3", "to=8", "steps=12", "method=slerp"), (
+            Shot("interpolation.png", "interpolation", "Spherical interpolation",
+                 "The first 3 to the first 8 along a slerp path of the 24-D codes, a path that stays at the norm "
+                 "typical of N(0, I) draws, so every step decodes to a digit-like image."),
+            Shot("interpolation.gif", "interpolation", "Spherical interpolation GIF", "The same path as a GIF."))))),
+    Entry("ae_toy2d", (
+        Step("eval", EVAL, (
+            Shot("decoded_curve.png", "decoded_curve", "Decoded curve",
+                 "The decoder of a 1-D code is one continuous curve: it cannot cover both the sine arc and the "
+                 "circle, so it runs through one shape and jumps across to the other."),
+            Shot("reconstructions.png", "reconstructions", "Reconstructions",
+                 "Points (left) and their reconstructions (right), coloured by shape: every reconstruction lies on "
+                 "the one curve."))),)),
+    Entry("cae_toy2d", (
+        Step("eval", EVAL, (
+            Shot("decoded_curve.png", "decoded_curve", "Decoded curves per class",
+                 "With the label given to the decoder, each class gets its own curve: the 1-D code only places the "
+                 "point along its shape, and both shapes are covered."),
+            Shot("reconstructions.png", "reconstructions", "Reconstructions",
+                 "Points and their reconstructions: both shapes are reproduced."))),)),
+    Entry("cvae_2d", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
+                 "A conditional VAE's 2-D codes by class: the classes overlap, because the label is given to the "
+                 "decoder and the code only has to hold the style (slant, thickness)."),)),
+        Step("sample", ("style_from=2", "by=class"), (
+            Shot("style_transfer.png", "style_transfer", "Style transfer",
+                 "The first test 2, then its code decoded with each label 0..9: the same slant and stroke in every "
+                 "class."),
+            Shot("samples_by_class.png", "samples_by_class", "Samples by class",
+                 "Prior draws decoded with each label, one row per class."),
+            Shot("latent_grid_class_5.png", "latent_grid_class_5", "Decoded latent plane of class 5",
+                 "The 2-D code plane decoded with label 5: moving through the plane changes the style, never the "
+                 "class (one of ten such planes)."))))),
+    Entry("aae_uniform", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Codes against the prior",
+                 "An adversarial AE's 2-D codes by class over draws of its uniform prior on [-1, 1]^2 (grey): the "
+                 "discriminator pushes the codes to fill the square."),)),
+        Step("sample", (), (
+            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
+                 "The prior's square decoded on a 15x15 grid."),
+            Shot("samples.png", "samples", "Prior samples", "Uniform draws decoded."))))),
+    Entry("aae_grid", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Codes against the grid prior",
+                 "The supervised AAE's 2-D codes of Fashion-MNIST by class over its prior (grey): nine uniform "
+                 "patches on a 3x3 lattice and a tenth below it; the discriminator, told the label, pulls each "
+                 "class towards its own patch (similar garments may still straddle the gaps between theirs)."),)),
+        Step("sample", (), (
+            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
+                 "The plane spanning the whole prior, the tenth patch included, decoded: each patch decodes to one "
+                 "kind of garment, the gaps to blends."),
+            Shot("samples_by_class.png", "samples_by_class", "Samples by class",
+                 "Draws from each class's patch, one row per class."))))),
+    Entry("iwae_mnist", (
+        recon("Inputs and reconstructions of the importance-weighted AE (k = 5, 50-D codes)."),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Prior samples",
+                 "N(0, I) draws decoded; the tighter bound is measured by `aelab eval`'s IS-NLL, not seen here."),)))),
+    Entry("hierarchical_vae_mnist", (
+        recon("Inputs and reconstructions through two stochastic layers (100-D, then the 50-D code)."),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Prior samples",
+                 "Ancestral draws: the top code from N(0, I), the middle layer from its conditional, then decoded."),)))),
+    Entry("vamp_mnist", (
+        recon("Inputs and reconstructions of the VampPrior VAE (40-D codes)."),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Samples from the VampPrior",
+                 "Draws from the prior that is the mixture of the posteriors at 500 learned pseudo-inputs: the prior "
+                 "sits where the codes are, so fewer draws fall between digits."),)))),
+    Entry("wae_mnist", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
+                 "The WAE's deterministic 8-D codes on their first two principal components: MMD to N(0, I) on the "
+                 "batch's codes as a whole, not per example."),)),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Prior samples",
+                 "N(0, I) draws through the decoder: the codes as a whole match the prior, so most draws are digits."),)))),
+    Entry("info_vae_mmd", (
+        Step("eval", EVAL, (
+            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
+                 "The MMD-VAE's 16-D posterior means on their first two principal components: with no per-example "
+                 "KL each class keeps its own region, while the MMD matches the codes as a whole to N(0, I)."),)),
+        Step("sample", (), (
+            Shot("samples.png", "samples", "Prior samples", "N(0, I) draws decoded."),)))),
+    Entry("rae_mnist", (
+        recon("Inputs and reconstructions of the regularised (deterministic) AE."),
+        Step("fit-prior", ("prior=gmm", "components=10")),
+        Step("sample", (), (
+            Shot("samples_gmm.png", "samples_gmm", "Samples from a fitted mixture",
+                 "Two-stage sampling: the RAE has no prior, so a 10-component Gaussian mixture is fitted to its "
+                 "training codes (`aelab fit-prior`) and its draws are decoded."),)))),
+    Entry("vq_vae_mnist", (
+        recon("Inputs and reconstructions through a 7x7 grid of 512 codebook vectors: close to the inputs."),
+        Step("fit-prior", ("prior=pixelcnn",), quick=("epochs=1", "max_codes=256")),  # fit-prior's 20 epochs
+        Step("sample", (), (
+            Shot("samples_pixelcnn.png", "samples_pixelcnn", "Samples from the PixelCNN prior",
+                 "A VQ-VAE has no prior of its own: a PixelCNN learns the 7x7 grids of code indices and its draws "
+                 "are decoded; a small PixelCNN fitted for minutes draws strokes in digit-like arrangements rather "
+                 "than clean digits."),)))),
+    Entry("beta_tcvae_dsprites", (
+        Step("traverse", ("dims=10", "steps=10"), (
+            Shot("traversal.png", "traversal", "Latent traversal",
+                 "One dSprites image's code with each of the 10 dimensions (rows, by KL) swept over the prior's "
+                 "2%..98%: penalising total correlation pushes each active dimension to move one factor (x, y, "
+                 "scale first; shape and rotation take longer training), the rest stay unused."),
+            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
+        DSPRITES_RECON),
+        gallery=("epochs=4",), why="4 epochs of the preset's 200 batches of 256 instead of 20"),
+    Entry("factor_vae_dsprites", (
+        Step("traverse", ("dims=10", "steps=10"), (
+            Shot("traversal.png", "traversal", "Latent traversal",
+                 "The FactorVAE's dimensions (rows, by KL) swept: a discriminator's estimate of total correlation "
+                 "is penalised (gamma = 40) so that the active dimensions move one factor each."),
+            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
+        DSPRITES_RECON),
+        gallery=("epochs=3",), why="3 epochs of the preset's 800 batches of 64 instead of 10"),
+    Entry("dip_vae_dsprites", (
+        Step("traverse", ("dims=10", "steps=10"), (
+            Shot("traversal.png", "traversal", "Latent traversal",
+                 "DIP-VAE-I's dimensions (rows, by KL) swept: the covariance of the posterior means is pushed to the "
+                 "identity, so the active dimensions are decorrelated factors."),
+            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
+        DSPRITES_RECON),
+        gallery=("epochs=2",), why="2 epochs of the preset's 800 batches of 64 instead of 10"),
+    Entry("disentangle_study", (
+        Step("report", ("x=null",), (
+            Shot("report.md", "report", "The study's table",
+                 "Every arm's disentanglement scores (BetaVAE, FactorVAE, MIG, SAP, DCI) and reconstruction, best "
+                 "MIG in bold: the comparison of Locatello et al. at CPU size."),)),
+        Step("traverse", ("run={best_run}", "dims=10", "steps=10"), (
+            Shot("traversal.png", "traversal", "Traversal of the best arm",
+                 "The arm with the highest MIG in the table, its seed-0 run: each row sweeps one dimension (by KL)."),))),
+        gallery=("hydra.sweeper.params.seed=0",), why="seed 0 only (7 jobs) instead of seeds 0, 1, 2 (21 jobs)",
+        study=True),
+)
+
+
+# ---- presets and the command line -----------------------------------------------------------------------
+def preset_names(folder: Path = PRESETS_DIR) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_coverage(entries: tuple[Entry, ...], presets: list[str]) -> None:
+    """Every preset has exactly one entry and every entry a preset, else one error naming them."""
+    names = [e.preset for e in entries]
+    missing = [p for p in presets if p not in names]
+    unknown = [n for n in names if n not in presets]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    problems = ([f"no gallery entry for preset(s) {', '.join(missing)} (add one to ENTRIES in scripts/gallery.py)"]
+                if missing else [])
+    problems += [f"entries for unknown preset(s) {', '.join(unknown)}"] if unknown else []
+    problems += [f"more than one entry for {', '.join(twice)}"] if twice else []
+    if problems:
+        raise GalleryError("; ".join(problems))
+
+
+def select(entries: tuple[Entry, ...], only: list[str] | None) -> list[Entry]:
+    if not only:
+        return list(entries)
+    known = {e.preset: e for e in entries}
+    wrong = [name for name in only if name not in known]
+    if wrong:
+        raise GalleryError(f"--only: unknown preset {wrong[0]!r} (one of: {', '.join(sorted(known))})")
+    return [known[name] for name in dict.fromkeys(only)]
+
+
+def preset_data(preset: str) -> str:
+    """The dataset a preset trains on (its `override /data:` default; train.yaml's mnist otherwise)."""
+    from omegaconf import OmegaConf
+
+    for item in OmegaConf.load(PRESETS_DIR / f"{preset}.yaml").get("defaults", []):
+        if isinstance(item, dict) or OmegaConf.is_dict(item):
+            for key, value in dict(item).items():
+                if key.strip() == "override /data":
+                    return str(value)
+    return "mnist"
+
+
+def preset_summary(preset: str) -> str:
+    """The preset's header comment (what it is), without the command lines that follow it."""
+    lines = []
+    for line in (PRESETS_DIR / f"{preset}.yaml").read_text().splitlines():
+        if line.startswith("# @package") or not line.startswith("#"):
+            if lines:
+                break
+            continue
+        text = line[1:].strip()
+        if text.startswith(("aelab ", "\"", "sweep_eval")) or line.startswith("#   "):
+            break
+        lines.append(text)
+    return " ".join(lines).rstrip(":") + ("." if lines and lines[-1].endswith(":") else "")
+
+
+# ---- running aelab ---------------------------------------------------------------------------------------
+@dataclass
+class Runner:
+    """Runs `aelab <args>` in `cwd`: as a child process, or (in_process) through aelab's CLI entry point here."""
+
+    cwd: Path
+    log: Path
+    in_process: bool = False
+    commands: list[str] = field(default_factory=list)
+
+    def __call__(self, args: list[str]) -> None:
+        line = "aelab " + " ".join(shell_quote(a) for a in args)
+        self.commands.append(line)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as log:
+            log.write(f"\n$ {line}\n")
+            log.flush()
+            code = self._in_process(args, log) if self.in_process else subprocess.run(
+                [sys.executable, "-m", "aelab", *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False).returncode
+        if code != 0:
+            tail = "\n".join(self.log.read_text().splitlines()[-25:])
+            raise GalleryError(f"`{line}` failed (exit status {code}); the end of its output ({self.log}):\n{tail}")
+
+    def _in_process(self, args: list[str], log) -> int:
+        from aelab.cli import main
+
+        argv, cwd = list(sys.argv), os.getcwd()
+        try:
+            os.chdir(self.cwd)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                main(list(args))
+            return 0
+        except SystemExit as stop:  # aelab's one-line errors exit 2, Hydra's 1
+            return stop.code if isinstance(stop.code, int) else 1
+        except Exception as error:  # noqa: BLE001 - whatever broke, the gallery stops and says where
+            log.write(f"{type(error).__name__}: {error}\n")
+            return 1
+        finally:
+            os.chdir(cwd)
+            sys.argv = argv
+
+
+def shell_quote(arg: str) -> str:
+    """An argument as a shell needs it, kept readable: 'x' unless x holds a single quote, then "x"."""
+    if "'" not in arg:
+        return shlex.quote(arg)
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", arg) + '"'
+
+
+def new_dirs(root: Path, before: set[Path]) -> list[Path]:
+    return sorted(p for p in root.glob("*/*") if p.is_dir() and p not in before)
+
+
+# ---- one preset ---------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    preset: str
+    mode: str
+    date: str
+    data: str
+    train_s: float
+    pictures_s: float
+    commands: list[str]
+    shots: dict[str, str]  # shot name + suffix -> the command line that made it
+    settings: str  # the gallery's changes to the preset, in words
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.pictures_s
+
+
+def train_args(entry: Entry, run: Path, quick: bool) -> list[str]:
+    args = [f"experiment={entry.preset}", "logger=none"]  # training's TensorBoard views are not the gallery's
+    if entry.study:
+        args.append(f"hydra.sweep.dir={run}")  # the preset itself is a multirun
+        args += list(STUDY_QUICK) if quick else list(entry.gallery)
+        return args
+    args.append(f"hydra.run.dir={run}")
+    if quick:
+        args += [*QUICK_TRAIN, *QUICK_DATA[preset_data(entry.preset)], *entry.quick, *QUICK_STEP]
+    else:
+        args += list(entry.gallery)
+    return args
+
+
+def best_job(sweep: Path, report_dir: Path, y: str) -> Path:
+    """The study's job of the arm with the best mean of y (report.csv's bold row), seed 0."""
+    rows = list(csv.DictReader((report_dir / "report.csv").open()))
+    scored = [(float(r[y].split("±")[0]), r) for r in rows if r.get(y) not in (None, "", "nan")]
+    if not scored:
+        raise GalleryError(f"{report_dir / 'report.csv'}: no row has a value of {y}")
+    arm = max(scored, key=lambda s: s[0])[1]["study_arm"]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and f"study_arm={arm}" in p.name and "seed=0" in p.name)
+    if not jobs:
+        jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and f"study_arm={arm}" in p.name)
+    if not jobs:
+        raise GalleryError(f"{sweep}: no job folder of study_arm={arm}")
+    return jobs[0]
+
+
+def make_preset(entry: Entry, work: Path, out: Path, quick: bool, in_process: bool) -> Result:
+    run = work / entry.preset
+    shutil.rmtree(run, ignore_errors=True)
+    runner = Runner(work, work / "logs" / f"{entry.preset}.log", in_process)
+    started = time.perf_counter()
+    runner(["train", *train_args(entry, run, quick)])
+    train_s = time.perf_counter() - started
+    target = out / entry.preset
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shots: dict[str, str] = {}
+    best: Path | None = None
+    for step in entry.steps:
+        args = [a.replace("{run}", str(run)) for a in step.args]
+        if any("{best_run}" in a for a in args):
+            best = best or best_job(run, run / "gallery_report", study_report_args(entry.preset)[0][2:])
+            args = [a.replace("{best_run}", hydra_quote(best)) for a in args]
+        elif step.command == "report":
+            args = [str(run), f"out={run / 'gallery_report'}", *study_report_args(entry.preset), *args]
+        else:
+            args = [f"run={run}", *args]
+        if quick and step.command != "report":
+            args += [*step.quick, *QUICK_STEP]
+        source_root = best or run
+        before = {p for p in source_root.glob("*/*") if p.is_dir()}
+        runner([step.command, *args])
+        if step.command == "report":
+            folder = run / "gallery_report"
+        else:
+            made = new_dirs(source_root, before)
+            folder = made[-1] if made else None
+        for shot in step.shots:
+            source = None if folder is None else folder / shot.file
+            if source is None or not source.is_file():
+                raise GalleryError(f"{entry.preset}: `{runner.commands[-1]}` wrote no {shot.file} "
+                                   f"(in {folder}); the entry or the command has changed")
+            name = shot.name + source.suffix
+            copy_small(source, target / name)
+            shots[name] = display(runner.commands[-1], work)
+    pictures_s = time.perf_counter() - started - train_s
+    data = read_data_used(run, entry.study)
+    settings = "quick smoke run" if quick else (entry.why or "")
+    return Result(entry.preset, "quick" if quick else "full", dt.datetime.now().strftime("%Y-%m-%d %H:%M"), data,
+                  round(train_s, 1), round(pictures_s, 1), [display(c, work) for c in runner.commands], shots, settings)
+
+
+def hydra_quote(path: Path) -> str:
+    """A path as a Hydra value: quoted, since a sweep's job folders are named with `=` and `,`."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def study_report_args(preset: str) -> list[str]:
+    """The study's own ranking and columns (its sweep_eval.y and .metrics), for `aelab report`."""
+    from omegaconf import OmegaConf
+
+    sweep_eval = OmegaConf.load(PRESETS_DIR / f"{preset}.yaml").get("sweep_eval") or {}
+    y = str(sweep_eval.get("y") or "val/recon")
+    metrics = list(sweep_eval.get("metrics") or [])
+    return [f"y={y}", *([f"metrics=[{','.join(metrics)}]"] if metrics else [])]
+
+
+def read_data_used(run: Path, study: bool) -> str:
+    """What the run really trained on (metrics.json's `data`: e.g. mnist5k when MNIST could not be downloaded)."""
+    files = sorted(run.glob("*/metrics.json")) if study else [run / "metrics.json"]
+    names = sorted({json.loads(f.read_text()).get("data", "?") for f in files if f.is_file()})
+    return ", ".join(names) or "?"
+
+
+def display(command: str, work: Path) -> str:
+    """A command line as the page shows it: the work folder written <work>."""
+    return command.replace(str(work), "<work>")
+
+
+# ---- small pictures -------------------------------------------------------------------------------------
+def copy_small(source: Path, target: Path) -> None:
+    """Copy a PNG / GIF / table, re-encoded to stay under MAX_BYTES; a picture that cannot is an error."""
+    if source.suffix == ".png":
+        shrink_png(source, target)
+    elif source.suffix == ".gif":
+        shrink_gif(source, target)
+    else:
+        shutil.copyfile(source, target)
+    size = target.stat().st_size
+    if size >= MAX_BYTES:
+        raise GalleryError(f"{target}: {size:,} bytes, the gallery's limit is {MAX_BYTES:,}")
+
+
+def shrink_png(source: Path, target: Path) -> None:
+    from PIL import Image, ImageChops
+
+    image = Image.open(source).convert("RGB")
+    factor = -(-UPSCALE_BELOW // max(image.size)) if max(image.size) < UPSCALE_BELOW else 1
+    if factor > 1:  # a strip of 28-pixel digits is unreadable on the page at its own size
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    r, g, b = image.split()
+    if not ImageChops.difference(r, g).getbbox() and not ImageChops.difference(r, b).getbbox():
+        image = r  # grey images (every digit grid) as one channel
+    image.save(target, optimize=True)
+    for colours, scale in ((256, 1), (64, 1), (64, 2), (32, 3)):  # busy pictures: a palette, then fewer pixels
+        if target.stat().st_size < MAX_BYTES:
+            return
+        smaller = image.resize((image.width // scale, image.height // scale)) if scale > 1 else image
+        smaller.convert("RGB").quantize(colours).save(target, optimize=True)
+
+
+def shrink_gif(source: Path, target: Path) -> None:
+    from PIL import Image, ImageSequence
+
+    shutil.copyfile(source, target)
+    with Image.open(source) as gif:
+        frames = [f.convert("RGB") for f in ImageSequence.Iterator(gif)]
+        duration = int(gif.info.get("duration", 80))
+    for step, side in ((1, GIF_MAX_SIDE), (2, GIF_MAX_SIDE), (3, 300), (4, 240), (6, 180), (8, 120)):
+        if target.stat().st_size < MAX_BYTES:
+            return
+        kept = frames[::step]
+        scale = min(1.0, side / max(kept[0].size))
+        kept = [f.resize((max(1, int(f.width * scale)), max(1, int(f.height * scale)))) for f in kept]
+        kept = [f.quantize(64) for f in kept]
+        kept[0].save(target, save_all=True, append_images=kept[1:], duration=duration * step, loop=0, optimize=True)
+
+
+# ---- the page ---------------------------------------------------------------------------------------------
+def load_manifest(out: Path) -> dict:
+    path = out / "gallery.json"
+    return json.loads(path.read_text()) if path.is_file() else {"presets": {}}
+
+
+def save_manifest(out: Path, manifest: dict) -> None:
+    (out / "gallery.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def markdown_table(path: Path) -> str:
+    """A report.md's first table (a row per setting), after its line saying which row is best."""
+    lines = path.read_text().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    best = [ln for ln in lines[:start] if ln.startswith(("Highest", "Lowest"))]
+    return "\n".join([*best, "", *lines[start:end]]).strip()
+
+
+def write_page(out: Path, manifest: dict, entries: tuple[Entry, ...]) -> Path:
+    runs = manifest.get("runs", {})
+    full = runs.get("full")
+    lines = ["# Gallery", "",
+             ("What every experiment preset of aelab (`conf/experiment/`) produces, drawn by aelab's own commands from "
+              "a run trained with the preset's settings. Written by `python scripts/gallery.py` from the table in that "
+              "script: do not edit by hand; `--only <preset>` redraws one preset. Each picture says which command made "
+              "it (`<work>` is the script's work folder; training ran as `aelab train experiment=<preset> logger=none "
+              "hydra.run.dir=<work>/<preset>`)."), ""]
+    if full:
+        lines += [(f"Last full run: {full['date']}, {minutes(full['seconds'])} wall time for "
+                   f"{full['presets']} presets on {full['machine']}."), ""]
+    quick = runs.get("quick")
+    if quick and (not full or quick["date"] > full["date"]):
+        lines += [(f"Last `--quick` smoke run: {quick['date']}, {minutes(quick['seconds'])} for {quick['presets']} "
+                   "presets (1 epoch of 3 batches each: the pictures of a quick run show the commands work, not what "
+                   "the models learn)."), ""]
+    lines += ["| preset | pictures | data used | train | pictures | changed for the gallery |", "|---|---|---|---|---|---|"]
+    for entry in entries:
+        done = manifest["presets"].get(entry.preset)
+        if done is None:
+            lines.append(f"| [{entry.preset}](#{entry.preset}) | not drawn yet | | | | |")
+            continue
+        lines.append(f"| [{entry.preset}](#{entry.preset}) | {len(done['shots'])} | {done['data']} | "
+                     f"{minutes(done['train_s'])} | {minutes(done['pictures_s'])} | {done['settings'] or '—'} |")
+    lines.append("")
+    for entry in entries:
+        done = manifest["presets"].get(entry.preset)
+        lines += [f"## {entry.preset}", "", preset_summary(entry.preset), ""]
+        if done is None:
+            lines += [f"Not drawn yet: `python scripts/gallery.py --only {entry.preset}`.", ""]
+            continue
+        lines.append(f"Trained: `{done['commands'][0]}` ({minutes(done['train_s'])}, {done['mode']} run of "
+                     f"{done['date']}; data used: {done['data']}).")
+        if done["settings"] and done["mode"] == "full":
+            lines.append(f"For the gallery: {done['settings']} (the preset's own size would not fit the ~40 minutes "
+                         "of a full gallery run on 2 CPU cores).")
+        lines.append("")
+        for step in entry.steps:
+            for shot in step.shots:
+                name = next((n for n in done["shots"] if Path(n).stem == shot.name and n.endswith(Path(shot.file).suffix)),
+                            None)
+                if name is None:
+                    continue
+                lines += [f"**{shot.title}.** {shot.caption}", ""]
+                if name.endswith(".md"):
+                    lines += [markdown_table(out / entry.preset / name), ""]
+                else:
+                    lines += [f"![{shot.title}]({entry.preset}/{name})", ""]
+                lines += [f"`{done['shots'][name]}`", ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the pictures and the page go")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every preset (a few minutes)")
+    parser.add_argument("--only", action="append", metavar="PRESET", help="redo this preset only (repeatable)")
+    parser.add_argument("--work", type=Path, help="keep the runs in this folder (default: a temporary one)")
+    parser.add_argument("--page", action="store_true",
+                        help="only write the page again from gallery.json and the entries (after editing a caption)")
+    parser.add_argument("--runner", choices=("auto", "subprocess", "in-process"), default="auto",
+                        help="auto: in-process with --quick, else a process per command")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="aelab-gallery-") as tmp:
+        yield Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        check_coverage(ENTRIES, preset_names())
+        chosen = select(ENTRIES, args.only)
+    except GalleryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    in_process = args.runner == "in-process" or (args.runner == "auto" and args.quick)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(out)
+    if args.page:
+        print(f"gallery: {write_page(out, manifest, ENTRIES)}")
+        return 0
+    started = time.perf_counter()
+    try:
+        with work_folder(args.work) as work:
+            for number, entry in enumerate(chosen, 1):
+                print(f"[{number}/{len(chosen)}] {entry.preset} ...", flush=True)
+                result = make_preset(entry, work, out, args.quick, in_process)
+                manifest["presets"][entry.preset] = result.__dict__
+                save_manifest(out, manifest)
+                write_page(out, manifest, ENTRIES)
+                print(f"    {len(result.shots)} pictures, train {minutes(result.train_s)}, "
+                      f"pictures {minutes(result.pictures_s)}", flush=True)
+    except GalleryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    if not args.only:  # the page's total is that of a run of every preset
+        manifest.setdefault("runs", {})["quick" if args.quick else "full"] = {
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "seconds": round(seconds, 1),
+            "presets": len(chosen), "machine": machine()}
+        save_manifest(out, manifest)
+    page = write_page(out, manifest, ENTRIES)
+    print(f"gallery: {len(chosen)} presets in {minutes(seconds)} -> {page}")
+    return 0
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), {gpu}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
