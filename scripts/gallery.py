@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The gallery: every experiment preset trained with its own settings, its pictures drawn by aelab's commands.
 
-    python scripts/gallery.py                        # every preset -> docs/gallery/ (about 40 minutes on 2 cores)
+    python scripts/gallery.py                        # every preset -> docs/gallery/ (47 minutes on 2 shared cores)
     python scripts/gallery.py --quick --out /tmp/g   # a smoke run of every preset (about 2 minutes)
     python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
     python scripts/gallery.py --page                 # only the page again, e.g. after editing a caption
@@ -181,7 +181,8 @@ ENTRIES: tuple[Entry, ...] = (
             Shot("latent_manifold_tsne.png", "latent_manifold_tsne", "Latent manifold (t-SNE)",
                  "t-SNE of the same codes (up to 1,000): the classes are separate clusters in 24-D."),
             Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "24 dimensions keep much more of each digit than 2 (compare vae_2d)."))),
+                 "Inputs and reconstructions in alternate rows: 24 dimensions keep most digits' shape (compare "
+                 "ae_2d's two), blurred by the Bernoulli VAE; a few come back as a neighbouring class."))),
         Step("sample", (), (
             Shot("samples.png", "samples", "Prior samples",
                  "64 draws from N(0, I) decoded: sharper than with 2-D codes, with some draws that are no digit "
@@ -240,7 +241,8 @@ ENTRIES: tuple[Entry, ...] = (
                  "The plane spanning the whole prior, the tenth patch included, decoded: each patch decodes to one "
                  "kind of garment, the gaps to blends."),
             Shot("samples_by_class.png", "samples_by_class", "Samples by class",
-                 "Draws from each class's patch, one row per class."))))),
+                 "Draws from each class's patch, one row per class: where a class's codes missed their patch, its "
+                 "row shows what the decoder learned there instead."))))),
     Entry("iwae_mnist", (
         recon("Inputs and reconstructions of the importance-weighted AE (k = 5, 50-D codes)."),
         Step("sample", (), (
@@ -285,8 +287,8 @@ ENTRIES: tuple[Entry, ...] = (
         Step("sample", (), (
             Shot("samples_pixelcnn.png", "samples_pixelcnn", "Samples from the PixelCNN prior",
                  "A VQ-VAE has no prior of its own: a PixelCNN learns the 7x7 grids of code indices and its draws "
-                 "are decoded; a small PixelCNN fitted for minutes draws strokes in digit-like arrangements rather "
-                 "than clean digits."),)))),
+                 "are decoded: sharp strokes, some of them recognisable digits, from a small PixelCNN fitted for "
+                 "minutes (the paper's trains far longer)."),)))),
     Entry("beta_tcvae_dsprites", (
         Step("traverse", ("dims=10", "steps=10"), (
             Shot("traversal.png", "traversal", "Latent traversal",
@@ -300,15 +302,17 @@ ENTRIES: tuple[Entry, ...] = (
         Step("traverse", ("dims=10", "steps=10"), (
             Shot("traversal.png", "traversal", "Latent traversal",
                  "The FactorVAE's dimensions (rows, by KL) swept: a discriminator's estimate of total correlation "
-                 "is penalised (gamma = 40) so that the active dimensions move one factor each."),
+                 "is penalised (gamma = 40) to make each dimension move one factor; at lr 1e-4 and the gallery's 3 "
+                 "of 10 epochs the sweeps still mix position and size, and split the shape at the range's ends."),
             Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
         DSPRITES_RECON),
         gallery=("epochs=3",), why="3 epochs of the preset's 800 batches of 64 instead of 10"),
     Entry("dip_vae_dsprites", (
         Step("traverse", ("dims=10", "steps=10"), (
             Shot("traversal.png", "traversal", "Latent traversal",
-                 "DIP-VAE-I's dimensions (rows, by KL) swept: the covariance of the posterior means is pushed to the "
-                 "identity, so the active dimensions are decorrelated factors."),
+                 "DIP-VAE-I's dimensions (rows, by KL) swept: pushing the covariance of the posterior means to the "
+                 "identity keeps all ten in use and decorrelated; after the gallery's 2 of 10 epochs most sweeps "
+                 "still change size, elongation and position together."),
             Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
         DSPRITES_RECON),
         gallery=("epochs=2",), why="2 epochs of the preset's 800 batches of 64 instead of 10"),
