@@ -64,23 +64,22 @@ def _log_free_is_faster(logits: Tensor) -> bool:
     backward = torch.is_grad_enabled() and logits.requires_grad
     pixels = logits[0].numel()
     key = f"{rows_bucket(logits.shape[0])}x{pixels}{' train' if backward else ''}"
-    known = FAST_PATHS.known("bernoulli_nll", key)
-    if known is not None:
-        return known
-    if torch.compiler.is_compiling():  # nothing can be timed while tracing
-        return True
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    probe_logits = probe(logits.shape[0], pixels, dtype=dtype).requires_grad_(backward)
-    target = torch.sigmoid(probe(logits.shape[0], pixels, dtype=dtype))
 
-    def run(nll) -> None:
-        with torch.set_grad_enabled(backward):
-            out = nll(probe_logits, target).sum()
-            if backward:
-                out.backward()
-                probe_logits.grad = None
+    def candidates():
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        probe_logits = probe(logits.shape[0], pixels, dtype=dtype).requires_grad_(backward)
+        target = torch.sigmoid(probe(logits.shape[0], pixels, dtype=dtype))
 
-    return FAST_PATHS.use_fast("bernoulli_nll", key, lambda: run(_BernoulliNLL.apply), lambda: run(_bce_nll))
+        def run(nll) -> None:
+            with torch.set_grad_enabled(backward):
+                out = nll(probe_logits, target).sum()
+                if backward:
+                    out.backward()
+                    probe_logits.grad = None
+
+        return lambda: run(_BernoulliNLL.apply), lambda: run(_bce_nll), None
+
+    return FAST_PATHS.choose("bernoulli_nll", key, candidates)
 
 
 class Bernoulli:

@@ -41,30 +41,28 @@ def _channels_last_is_faster(stack: LayoutTuned, x: Tensor, extra: tuple[Tensor 
     key = (f"{type(stack).__name__} {rows_bucket(x.shape[0])}x{'x'.join(map(str, x.shape[1:]))} {x.device.type} "
            f"{str(torch.get_autocast_dtype(x.device.type) if amp else x.dtype).removeprefix('torch.')} "
            f"params {zlib.crc32(shapes.encode()):08x}{' train' if backward else ''}")
-    known = FAST_PATHS.known("conv_layout", key)
-    if known is not None:
-        return known
-    if torch.compiler.is_compiling():
-        return True
-    rows = min(x.shape[0], PROBE_ROWS)  # the layouts' relative speed, at a fraction of a full batch's time
-    probe_x = probe(rows, *x.shape[1:], like=x)
-    extra = tuple(None if e is None else probe(rows, *e.shape[1:], like=e) for e in extra)
-    copies = {}
-    for fmt in (CHANNELS_LAST, torch.contiguous_format):  # timed on copies: the real stack's state is untouched
-        twin = copy.deepcopy(stack)
-        twin.layout = fmt
-        copies[fmt] = twin.to(memory_format=fmt)
 
-    def run(fmt: torch.memory_format) -> None:  # under the caller's autocast, as the real step runs
-        with torch.set_grad_enabled(backward):
-            out = copies[fmt](probe_x, *extra)
-            if backward:
-                out.float().sum().backward()
-                copies[fmt].zero_grad(set_to_none=True)
+    def candidates():
+        rows = min(x.shape[0], PROBE_ROWS)  # the layouts' relative speed, at a fraction of a full batch's time
+        probe_x = probe(rows, *x.shape[1:], like=x)
+        probe_extra = tuple(None if e is None else probe(rows, *e.shape[1:], like=e) for e in extra)
+        copies = {}
+        for fmt in (CHANNELS_LAST, torch.contiguous_format):  # timed on copies: the real stack's state is untouched
+            twin = copy.deepcopy(stack)
+            twin.layout = fmt
+            copies[fmt] = twin.to(memory_format=fmt)
 
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else None
-    return FAST_PATHS.use_fast("conv_layout", key, lambda: run(CHANNELS_LAST), lambda: run(torch.contiguous_format),
-                               sync)
+        def run(fmt: torch.memory_format) -> None:  # under the caller's autocast, as the real step runs
+            with torch.set_grad_enabled(backward):
+                out = copies[fmt](probe_x, *probe_extra)
+                if backward:
+                    out.float().sum().backward()
+                    copies[fmt].zero_grad(set_to_none=True)
+
+        sync = torch.cuda.synchronize if x.device.type == "cuda" else None
+        return lambda: run(CHANNELS_LAST), lambda: run(torch.contiguous_format), sync
+
+    return FAST_PATHS.choose("conv_layout", key, candidates)
 
 
 def _halve(n: int) -> int:

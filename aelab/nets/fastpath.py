@@ -74,6 +74,21 @@ class FastPaths:
         made = self.made.get((path, key))
         return None if made is None else made.fast
 
+    def choose(self, path: str, key: str,
+               candidates: Callable[[], tuple[Callable[[], object], Callable[[], object], Callable[[], None] | None]]
+               ) -> bool:
+        """Whether `path` takes its fast way for `key`: the choice already made in this process, else the fast
+        way while torch.compile traces (nothing can be timed then), else use_fast on candidates() -> (the fast
+        way, the plain way, a device sync or None), built only when a timing is needed."""
+        known = self.known(path, key)
+        if known is not None:
+            return known
+        import torch
+
+        if torch.compiler.is_compiling():
+            return True
+        return self.use_fast(path, key, *candidates())
+
     def use_fast(self, path: str, key: str, time_fast: Callable[[], object], time_plain: Callable[[], object],
                  sync: Callable[[], None] | None = None) -> bool:
         """Whether `path` takes its fast way for `key`; times the two callables (each runs the way once) if no

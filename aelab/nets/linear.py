@@ -85,12 +85,8 @@ def onednn_is_faster(rows: int, weight: Tensor, bias: Tensor | None, backward: b
     matmul on random operands of that shape, forward and (when training) the two backward products."""
     n_out, n_in = weight.shape
     key = f"{rows_bucket(rows)}x{n_in}x{n_out}{' train' if backward else ''}"
-    known = FAST_PATHS.known("linear", key)
-    if known is not None:
-        return known
-    if torch.compiler.is_compiling():  # nothing can be timed while tracing
-        return True
-    with torch.no_grad():
+
+    def candidates():
         x, w = probe(rows, n_in), probe(n_out, n_in)
         b = None if bias is None else probe(n_out)
         g = probe(rows, n_out)
@@ -107,7 +103,10 @@ def onednn_is_faster(rows: int, weight: Tensor, bias: Tensor | None, backward: b
                 torch.mm(g, w)
                 torch.mm(g.t(), x)
 
-        return FAST_PATHS.use_fast("linear", key, fast, plain)
+        return fast, plain, None
+
+    with torch.no_grad():
+        return FAST_PATHS.choose("linear", key, candidates)
 
 
 class Linear(nn.Linear):
