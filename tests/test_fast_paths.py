@@ -230,6 +230,21 @@ def test_on_and_off_force_every_path_without_timing(fast_paths) -> None:
     assert fast_paths.choices()[0].source == "forced"
 
 
+def test_ranks_of_a_distributed_run_never_time(fast_paths) -> None:
+    """A timing forward through SyncBatchNorm all-reduces: ranks timing different rounds would mispair
+    their collectives. Untimed, they take the machine's cached choice, else the plain way, alike."""
+    def never() -> None:
+        raise AssertionError("a rank of a distributed run does not time")
+
+    fast_paths.use_fast("linear", "cached", *[_work(32), _work(256)])  # an earlier single-process run's choice
+    fast_paths.configure("auto", timing=False)
+    assert fast_paths.use_fast("linear", "cached", never, never) is True
+    assert fast_paths.use_fast("conv_layout", "new", never, never) is False
+    assert [c.source for c in fast_paths.choices()] == ["cached", "untimed in a distributed run"]
+    fast_paths.configure("on", timing=False)  # a forced path is forced on every rank alike
+    assert fast_paths.use_fast("conv_layout", "new", never, never) is True
+
+
 @pytest.mark.skipif(linear_mod._ONEDNN is None, reason="this torch has no oneDNN linear")
 def test_linear_follows_the_choice_and_computes_the_same_either_way(fast_paths, monkeypatch) -> None:
     layer, x = Linear(8, 4), torch.randn(3, 8, requires_grad=True)

@@ -63,7 +63,8 @@ class Trainer:
         self.phases = model.phases()
         self.ddp = self.dist.wrap(self.model, several_phases=len(self.phases) > 1)
         fast = cfg.get("fast_path")
-        FAST_PATHS.configure(cfg.get("fast_paths", "auto"), dict(fast) if fast else None)
+        FAST_PATHS.configure(cfg.get("fast_paths", "auto"), dict(fast) if fast else None,
+                             timing=not self.dist.enabled)
         eager = not cfg.get("compile")
         if eager:
             skip_dynamo_import()  # 1.8 s of start-up an eager run does not need: see eager_optim

@@ -1,8 +1,11 @@
 """Encoder / decoder builders. An arch maps an input shape to networks of any in/out width."""
 
-from typing import Protocol
+from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # torch-free at import: the trainer's schema reads nets.fastpath on the CLI's light path
+    from torch import nn
 
 
 class Arch(Protocol):

@@ -12,6 +12,10 @@ torch version and the thread count, so later runs skip the timing.
 trainer.fast_paths: auto (the above) | on (every fast path, untimed) | off (torch's plain ops) | retune
 (time again and overwrite the cached choices); trainer.fast_path.<path>=... forces one path.
 
+Ranks of a distributed run never time: a timing forward through a SyncBatchNorm all-reduces, and ranks
+timing different numbers of rounds would pair their collectives wrongly (the losses of 2 ranks drifted
+0.7% from one process's). They take the machine's cached choices, else the plain way, alike on every rank.
+
 This module is torch-free at import: the trainer's schema reads PATHS and MODES from it.
 """
 
@@ -44,7 +48,7 @@ class Choice:
     fast: bool
     fast_us: float | None = None  # the timings it was made on (None: forced by a mode)
     plain_us: float | None = None
-    source: str = "measured"  # measured | cached | forced
+    source: str = "measured"  # measured | cached | forced | untimed in a distributed run
 
     def describe(self) -> str:
         way = PATHS[self.path][0 if self.fast else 1]
@@ -62,12 +66,16 @@ class FastPaths:
         self.modes: dict[str, str] = dict.fromkeys(PATHS, "auto")
         self.made: dict[tuple[str, str], Choice] = {}  # this process's choices, in the order made
         self._cached: dict[str, dict] | None = None  # this machine's entries of the cache file
+        self.timing = True  # False in a distributed run: see the module's docstring
 
-    def configure(self, mode: str = "auto", per_path: Mapping[str, str | None] | None = None) -> None:
-        """Set every path's mode (and some paths' own); forgets this process's choices so they are made anew."""
+    def configure(self, mode: str = "auto", per_path: Mapping[str, str | None] | None = None,
+                  timing: bool = True) -> None:
+        """Set every path's mode (and some paths' own); forgets this process's choices so they are made anew.
+        timing=False (ranks of a distributed run): an auto path takes its cached choice, else the plain way."""
         self.modes = dict.fromkeys(PATHS, mode)
         self.modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
         self.made.clear()
+        self.timing = timing
 
     def known(self, path: str, key: str) -> bool | None:
         """The choice already made in this process for (path, key), if any: the per-call lookup."""
@@ -103,6 +111,8 @@ class FastPaths:
             entry = None if mode == "retune" else self._machine_cache().get(f"{path}|{key}")
             if entry is not None:
                 choice = Choice(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), "cached")
+            elif not self.timing:
+                choice = Choice(path, key, False, source="untimed in a distributed run")
             else:
                 fast_s, plain_s = time_pair(time_fast, time_plain, sync)
                 choice = Choice(path, key, fast_s < plain_s * (1 - TIE), fast_s * 1e6, plain_s * 1e6)
