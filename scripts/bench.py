@@ -236,10 +236,12 @@ _LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], std
              "stderr=subprocess.DEVNULL); _, status, usage = os.wait4(p.pid, 0); print(status, usage.ru_maxrss)")
 
 
-def first_step_and_rss(workdir: Path) -> tuple[float | None, float]:
-    """Launch `aelab train` for one epoch: seconds from launch to the first finished step, peak RSS (MB)."""
+def first_step_and_rss(workdir: Path, limit_batches: int = 0) -> tuple[float | None, float]:
+    """Launch `aelab train` for one epoch: seconds from launch to the first finished step, peak RSS (MB).
+    limit_batches > 0 (--quick) ends the epoch early: the first step is the same, the peak RSS smaller."""
     args = [sys.executable, "-m", "aelab", "train", "model=vae", "arch.hidden=[400]", "latent_dim=20",
-            "data=fashion_mnist", "data.source.download=false", "epochs=1", "logger=none", "device=cpu"]
+            "data=fashion_mnist", "data.source.download=false", "epochs=1", "logger=none", "device=cpu",
+            *([f"trainer.limit_batches={limit_batches}"] if limit_batches else [])]
     out = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], cwd=workdir, capture_output=True, text=True,
                          check=True).stdout.split()
     status, maxrss_kb = int(out[0]), int(out[1])
@@ -321,20 +323,23 @@ def machine_choices() -> list[tuple[str, str, str]]:
 
 
 # ---- whole processes: a 3-epoch run as a user waits for it ------------------------------------
-def textbook_process(root: Path, epochs: int) -> None:
+def textbook_process(root: Path, epochs: int, max_batches: int | None = None) -> None:
     """The textbook script's whole job (what --textbook-process runs): train, test loss after each epoch."""
-    ref = ReferenceLoop(root, TextbookVAE(), vae_loss, 128, 0)
+    ref = ReferenceLoop(root, TextbookVAE(), vae_loss, 128, 0, max_batches=max_batches)
     for _ in range(epochs):
         ref.epoch()
         print(f"epoch {len(ref.seconds)} test loss {ref.test_loss():.2f}")
 
 
-def process_seconds(root: Path, workdir: Path, epochs: int, rounds: int) -> tuple[float, float]:
+def process_seconds(root: Path, workdir: Path, epochs: int, rounds: int,
+                    max_batches: int = 0) -> tuple[float, float]:
     """Median wall seconds of `aelab train` (the issue's command, default logger) and of the textbook script,
-    each a fresh process, in alternating runs (ABBA ...)."""
+    each a fresh process, in alternating runs (ABBA ...). max_batches > 0 (--quick): epochs that short."""
     aelab = [sys.executable, "-m", "aelab", "train", "model=vae", "arch.hidden=[400]", "latent_dim=20",
-             "data=fashion_mnist", "data.source.download=false", f"epochs={epochs}", "device=cpu"]
-    textbook = [sys.executable, __file__, "--textbook-process", str(epochs), "--root", str(root)]
+             "data=fashion_mnist", "data.source.download=false", f"epochs={epochs}", "device=cpu",
+             *([f"trainer.limit_batches={max_batches}"] if max_batches else [])]
+    textbook = [sys.executable, __file__, "--textbook-process", str(epochs), "--root", str(root),
+                *(["--max-batches", str(max_batches)] if max_batches else [])]
     times: dict[str, list[float]] = {"aelab": [], "textbook": []}
     for r in range(rounds):
         order = [("aelab", aelab), ("textbook", textbook)]
@@ -360,9 +365,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (this table) or cuda (scripts/bench_gpu.py's table)")
     parser.add_argument("--textbook-process", type=int, metavar="EPOCHS", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="with --quick: MLP epochs of this many batches on both sides (0 = whole epochs)")
     args = parser.parse_args()
     if args.textbook_process:  # one side of the whole-process row, run as its own process
-        textbook_process(args.root, args.textbook_process)
+        textbook_process(args.root, args.textbook_process, args.max_batches or None)
         return
     if args.device != "cpu":
         import bench_gpu
@@ -371,7 +378,8 @@ def main() -> None:
         return
     if args.quick:
         args.epochs, args.seeds, args.conv_epochs, args.conv_batches = 2, 1, 2, 20
-        args.nll_k, args.nll_images, args.ablation_steps, args.process_rounds = 50, 1000, 50, 1
+        args.nll_k, args.nll_images, args.ablation_steps, args.process_rounds = 50, 1000, 20, 1
+        args.max_batches = args.max_batches or 60  # a smoke run: every row printed, no figure to quote
     if not DEBIAN_DIR.is_dir():
         sys.exit("needs Debian's Fashion-MNIST: apt-get install dataset-fashion-mnist")
     from rich.console import Console
@@ -384,14 +392,16 @@ def main() -> None:
     os.environ["AELAB_DATA_DIR"] = str(tmp / "data-dir")
     try:
         root = torchvision_root(tmp / "tv")
-        matmul = matmul_gflops()
+        matmul_seconds = 0.3 if args.quick else 2.0
+        matmul = matmul_gflops(matmul_seconds)
         console.print("matmul throughput (fp32, 2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in matmul.items()))
 
         # MLP VAE: one run per side and seed, in blocks ordered ref-aelab, aelab-ref, ... (ABBA)
         ref_s, our_s, ratios, ref_loss, our_loss = [], [], [], [], []
         for seed in range(args.seeds):
-            ref = ReferenceLoop(root, TextbookVAE(), vae_loss, 128, seed)
-            trainer, data = aelab_trainer([*AELAB_DATA, *VAE_OVERRIDES, f"seed={seed}", "epochs=1"],
+            ref = ReferenceLoop(root, TextbookVAE(), vae_loss, 128, seed, max_batches=args.max_batches or None)
+            limit = [f"trainer.limit_batches={args.max_batches}"] if args.max_batches else []
+            trainer, data = aelab_trainer([*AELAB_DATA, *VAE_OVERRIDES, f"seed={seed}", "epochs=1", *limit],
                                           tmp / f"run-vae-{seed}")
             blocks = [ref.epoch, lambda: aelab_epoch(trainer)]
             for epoch_fn in blocks if seed % 2 == 0 else blocks[::-1]:
@@ -399,7 +409,8 @@ def main() -> None:
                     epoch_fn()
             # the first epoch of each block is warm-up; aelab's epoch covers len(train) images, the reference's 60k
             ref_s.append(statistics.median(ref.seconds[1:]) * 60000 / ref.images)
-            our_s.append(statistics.median(trainer.epoch_seconds[1:]) * 60000 / len(data.train))
+            images = min(len(data.train), args.max_batches * 128) if args.max_batches else len(data.train)
+            our_s.append(statistics.median(trainer.epoch_seconds[1:]) * 60000 / images)
             ratios.append(our_s[-1] / ref_s[-1])
             ref_loss.append(ref.test_loss())
             our_loss.append(aelab_test_loss(trainer, data))
@@ -423,17 +434,18 @@ def main() -> None:
 
         steps = ablation(tmp, args.ablation_steps)
         choices = machine_choices()
-        matmul_after = matmul_gflops()
+        matmul_after = matmul_gflops(matmul_seconds)
         helps = help_seconds(5)
         firsts = []
-        for i in range(3):  # the first launch decodes the data into the cache: the later ones are what a user sees
+        for i in range(2 if args.quick else 3):  # the first launch decodes the data into the cache: the later ones are what a user sees
             (tmp / f"work{i}").mkdir()
-            first, rss = first_step_and_rss(tmp / f"work{i}")
+            first, rss = first_step_and_rss(tmp / f"work{i}", args.max_batches)
             firsts.append(first)
         first = statistics.median(f for f in firsts[1:] if f is not None) if any(firsts[1:]) else None
         (tmp / "proc").mkdir()
         proc_epochs = 1 if args.quick else 3
-        aelab_proc, textbook_proc = process_seconds(root, tmp / "proc", proc_epochs, args.process_rounds)
+        aelab_proc, textbook_proc = process_seconds(root, tmp / "proc", proc_epochs, args.process_rounds,
+                                                    args.max_batches)
         from bench_folder import folder_rows
 
         folders = folder_rows(tmp / "folders", args.quick)
@@ -449,7 +461,8 @@ def main() -> None:
     def loss_cell(values: list[float]) -> str:
         return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
-    table = Table(title=f"aelab benchmark, {os.cpu_count()} CPU cores (MLP: {args.seeds} seeds x {args.epochs} epochs, "
+    table = Table(title=f"aelab benchmark, {os.cpu_count()} CPU cores (MLP: {args.seeds} seeds x {args.epochs} epochs"
+                        f"{f' of {args.max_batches} batches' if args.max_batches else ''}, "
                         f"conv: 2 x {args.conv_epochs} epochs of {args.conv_batches or 'all'} batches; ABBA blocks)")
     for col in ("row", "s / epoch (60k)", "images / s", "test loss", "ratio"):
         table.add_column(col, justify="right" if col != "row" else "left")
