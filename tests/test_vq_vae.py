@@ -219,3 +219,15 @@ def test_fit_pixelcnn_refuses_a_model_without_code_indices(compose_cfg, tmp_path
     _, data, net = _build(compose_cfg, "model=ae")
     with pytest.raises(UserError, match="vq_vae"):
         fit_pixelcnn(net, data.train, epochs=1, out_dir=tmp_path)
+
+
+def test_max_codes_bounds_the_codes_a_pixelcnn_is_fitted_on(trained, tmp_path) -> None:
+    """fit-prior's max_codes: the first N training grids (and as many held-out ones), as the GMM takes it."""
+    data, net = trained
+    assert len(data.train) > 40 and len(data.val) > 40
+    lines: list[str] = []
+    fit_pixelcnn(net, data.train, epochs=1, out_dir=tmp_path, val=data.val, width=8, blocks=1, kernel=3,
+                 report=lines.append, max_codes=40)
+    assert lines[0].startswith("pixelcnn prior: 40 code grids")
+    first = code_grids(net, data.train, limit=40)
+    assert torch.equal(first, code_grids(net, data.train)[:40])

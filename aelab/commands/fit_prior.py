@@ -56,10 +56,13 @@ def fit_pixelcnn_prior(cfg: DictConfig, session: RunSession) -> dict[str, Any]:
 
     console = Console(stderr=True)
     path = prior_path(session.run.run_dir, "pixelcnn")
+    limit = None if cfg.max_codes is None else int(cfg.max_codes)
     prior = fit_pixelcnn(session.model, session.data.train, int(cfg.epochs), path.parent, val=session.data.val,
                          batch_size=int(cfg.batch_size), lr=float(cfg.lr), seed=int(cfg.seed),
-                         report=lambda line: console.print(line, highlight=False))
-    return {"prior": "pixelcnn", "codes": len(session.data.train), **prior.metrics, "file": str(path)}
+                         report=lambda line: console.print(line, highlight=False),
+                         max_codes=limit)
+    codes = len(session.data.train) if limit is None else min(limit, len(session.data.train))
+    return {"prior": "pixelcnn", "codes": codes, **prior.metrics, "file": str(path)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="fit_prior")

@@ -161,13 +161,19 @@ class PixelCNNPrior(nn.Module):
 
 # ---- fitting ----------------------------------------------------------------------------------
 @torch.no_grad()
-def code_grids(model: Any, split: Split, batch_size: int = 512) -> Tensor:
-    """The code index grid of every example of a split (N, h, w) int64, on the model's device."""
+def code_grids(model: Any, split: Split, batch_size: int = 512, limit: int | None = None) -> Tensor:
+    """The code index grid of every example of a split (N, h, w) int64, on the model's device; of its first
+    `limit` examples where given."""
     was = model.training
     model.eval()
-    grids = [model.code_indices(batch.x, batch.y) for batch in split.batches(batch_size)]
+    grids, seen = [], 0
+    for batch in split.batches(batch_size):
+        grids.append(model.code_indices(batch.x, batch.y))
+        seen += len(grids[-1])
+        if limit is not None and seen >= limit:
+            break
     model.train(was)
-    return torch.cat(grids)
+    return torch.cat(grids)[:limit]
 
 
 def baseline_bits(train: Tensor, heldout: Tensor, size: int) -> dict[str, float]:
@@ -180,8 +186,10 @@ def baseline_bits(train: Tensor, heldout: Tensor, size: int) -> dict[str, float]
 
 def fit_pixelcnn(model: Any, train: Split, epochs: int, out_dir: Path | str, val: Split | None = None,
                  batch_size: int = 128, lr: float = 1e-3, width: int = 64, blocks: int = 4, kernel: int = 7,
-                 seed: int = 0, report: Callable[[str], None] | None = None) -> PixelCNNPrior:
-    """Fit a PixelCNN to the code grids of a trained VQ-VAE's training split.
+                 seed: int = 0, report: Callable[[str], None] | None = None,
+                 max_codes: int | None = None) -> PixelCNNPrior:
+    """Fit a PixelCNN to the code grids of a trained VQ-VAE's training split (its first max_codes examples,
+    and as many held-out ones, where given: fit-prior's max_codes, as the GMM takes it).
 
     Each epoch writes out_dir/pixelcnn_last.pt; out_dir/pixelcnn.pt holds the epoch with the lowest held-out
     bits per code (val given; else the last) and is the prior returned. `report` gets one line per epoch
@@ -197,8 +205,8 @@ def fit_pixelcnn(model: Any, train: Split, epochs: int, out_dir: Path | str, val
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
-    train_codes = code_grids(model, train)  # (N, h, w)
-    val_codes = code_grids(model, val) if val is not None and len(val) else None
+    train_codes = code_grids(model, train, limit=max_codes)  # (N, h, w)
+    val_codes = code_grids(model, val, limit=max_codes) if val is not None and len(val) else None
     device = train_codes.device
     prior = PixelCNNPrior(model.grid, model.codebook.vectors, width, blocks, kernel).to(device)
     optimizer = torch.optim.Adam(prior.parameters(), lr=lr)
