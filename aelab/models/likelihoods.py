@@ -110,13 +110,14 @@ class Bernoulli:
         """nll of S decodes of each example: sum softplus(l) - x . l. consume=True overwrites logits.
 
         Written as sum l (1/2 - x) + sum (|l|/2 - log sigmoid(|l|)) (softplus(l) = l/2 + |l|/2 - log sigmoid(|l|)):
-        the linear part is one batched matrix-vector product per image, which reads the logits once, where
-        sum softplus(l) and x . l taken apart cost five passes over them (measured: the whole term in less
-        than half the time, 1 thread; it is what importance sampling spends besides the decoder's matmuls).
+        the linear part is one streaming multiply-and-sum, and the rest takes one log per 16 pixels, where
+        sum softplus(l) and x . l taken apart cost five passes over the logits and a log each. (A batched
+        matrix-vector product for the linear part, (B, S, P) strided views, ran 5x slower than multiply-and-sum
+        on a 2-core AMD EPYC at 2 threads: 1.04 against 0.19 ms for 20 x 100 draws of 784 pixels.)
         """
         flat = logits.flatten(2)  # (S, B, P)
-        weights = (0.5 - x.flatten(1).to(flat.dtype)).unsqueeze(2)  # (B, P, 1)
-        linear = torch.bmm(flat.transpose(0, 1), weights).squeeze(2).t()  # (S, B), from (B, S, P) strided views
+        weights = 0.5 - x.flatten(1).to(flat.dtype)  # (B, P), broadcast over the draws
+        linear = (flat * weights).sum(-1)  # (S, B)
         factors = flat.abs_() if consume else flat.abs()
         half_abs = factors.sum(-1).mul_(0.5)
         return linear + half_abs - _sum_log_sigmoid_of_abs(factors)
