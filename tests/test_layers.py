@@ -20,7 +20,7 @@ LAYERS = {
     "metrics": 3, "viz": 3, "sweep": 3,
     "models": 2,
     "nets": 1, "data": 1,
-    "errors": 0, "schema": 0, "instantiate": 0,
+    "errors": 0, "schema": 0, "instantiate": 0, "files": 0,
 }
 # parts of one layer that must not lean on each other
 SIBLINGS_APART = {("metrics", "viz"), ("viz", "metrics"), ("nets", "data"), ("data", "nets")}

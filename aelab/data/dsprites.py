@@ -21,7 +21,6 @@ The full grid is cached as bit-packed uint8 rows (377 MB at 64 px) under $AELAB_
 from __future__ import annotations
 
 import math
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import Tensor
 from aelab.data.base import FactorSpec
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
+from aelab.files import atomic_path, data_dir
 from aelab.schema import OneOf, Range
 
 SHAPES = ("square", "ellipse", "heart")
@@ -133,7 +133,7 @@ def factor_grid() -> Tensor:
 
 
 def cache_path(size: int) -> Path:
-    root = Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser()
+    root = data_dir()
     return root / "dsprites" / f"dsprites-{size}px-v{GEOMETRY_VERSION}.npy"
 
 
@@ -144,10 +144,8 @@ def build_grid(size: int, path: Path) -> None:
     for first in range(0, NUM_COMBINATIONS, 65536):
         images = render(grid[first : first + 65536], size).squeeze(1).numpy()  # (n, size, size)
         packed[first : first + 65536] = np.packbits(images > 0, axis=-1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # parallel sweep jobs must never read half a file
-    np.save(tmp, packed)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npy") as tmp:  # parallel sweep jobs must never read half a file
+        np.save(tmp, packed)
 
 
 def load_grid_rows(size: int, rows: Tensor | None) -> Tensor:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 import socket
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from aelab.data.embedded import DIGIT_NAMES, load_mnist5k
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
+from aelab.files import atomic_path, data_dir
 from aelab.schema import Annotated, OneOf, Range
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def _decoded_cache(path: Path) -> Path:
     """Where the decoded array of a gzip'd IDX file is kept: keyed by its name, size and mtime, so a
     replaced file is decoded afresh."""
     stat = path.stat()
-    root = Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser() / "idx"
+    root = data_dir() / "idx"
     return root / f"{path.name.removesuffix('.gz')}-{stat.st_size}-{stat.st_mtime_ns}.npy"
 
 
@@ -42,11 +41,8 @@ def _save_atomically(array: np.ndarray, target: Path) -> None:
     """Write target through a temporary file and a rename: a run killed mid-write leaves no half file
     that a later run would trust. A cache that cannot be written only costs the decoding next time."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            np.save(out, array)
-        os.replace(tmp, target)
+        with atomic_path(target, ".npy") as tmp:
+            np.save(tmp, array)
     except OSError as exc:
         log.debug("could not cache %s: %s", target, exc)
 

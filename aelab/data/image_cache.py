@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from aelab.errors import UserError
+from aelab.files import atomic_path, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Images(Protocol):
 
 def cache_dir() -> Path:
     """Where cached folders live: beside the project's other cached data ($AELAB_DATA_DIR, default ~/.cache/aelab)."""
-    return Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser() / "folders"
+    return data_dir() / "folders"
 
 
 def fingerprint(images: Images) -> str:
@@ -147,9 +148,7 @@ def build_cache(images: Images, path: Path, workers: int | None = None) -> int:
     """
     n = len(images.files)
     workers = worker_count(n) if workers is None else workers
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # per process: parallel sweep jobs never share one
-    try:
+    with atomic_path(path, ".npy") as tmp:  # per process: parallel sweep jobs never share one
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(n, images.channels, images.size, images.size))
         del out  # the header and the file's full length are written; workers map it themselves
@@ -159,9 +158,6 @@ def build_cache(images: Images, path: Path, workers: int | None = None) -> int:
                 _raise_if_failed(_decode_into(images, tmp, first, last))
         else:
             _decode_in_workers(images, tmp, chunks, workers)
-        os.replace(tmp, path)  # atomic: readers see the old state or the whole new file
-    finally:
-        tmp.unlink(missing_ok=True)
     return workers
 
 

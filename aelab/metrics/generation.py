@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aelab.data.base import DataModule, Split
+from aelab.files import atomic_path, data_dir
 
 FEATURES = 128
 MIN_STEPS = 200
@@ -62,7 +62,7 @@ def fingerprint(data: DataModule) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser() / "feature_nets"
+    return data_dir() / "feature_nets"
 
 
 @torch.no_grad()
@@ -102,10 +102,8 @@ def feature_net(data: DataModule, device: torch.device, epochs: int = 2, seed: i
             epoch += 1
     net.eval()
     test_accuracy = accuracy(net, data.test)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"model": net.state_dict(), "test_accuracy": test_accuracy, "data": data.describe()}, tmp)
-    os.replace(tmp, path)  # atomic: a concurrent eval never reads half a file
+    with atomic_path(path) as tmp:  # a concurrent eval never reads half a file
+        torch.save({"model": net.state_dict(), "test_accuracy": test_accuracy, "data": data.describe()}, tmp)
     return net, test_accuracy, path
 
 

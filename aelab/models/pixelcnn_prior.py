@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
 import time
 import zipfile
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from aelab.data.base import Split
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,9 @@ class PixelCNNPrior(nn.Module):
     # ---- files ------------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:
         """Written atomically (temp file, then rename): an interrupted save leaves the previous file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save({"format": FORMAT, "grid": list(self.grid), "options": self.options, "metrics": self.metrics,
-                    "state": self.state_dict()}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "grid": list(self.grid), "options": self.options, "metrics": self.metrics,
+                        "state": self.state_dict()}, tmp)
 
     @classmethod
     def load(cls, path: Path | str, map_location: str | torch.device = "cpu") -> PixelCNNPrior:

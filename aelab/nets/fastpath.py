@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from aelab.files import atomic_path, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def machine_fingerprint() -> str:
 
 
 def cache_file() -> Path:
-    return Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser() / "fastpaths.json"
+    return data_dir() / "fastpaths.json"
 
 
 def _read_cache() -> dict[str, dict]:
@@ -222,11 +222,8 @@ def _read_cache() -> dict[str, dict]:
 def _write_cache(data: dict) -> None:
     path = cache_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     except OSError as exc:  # a read-only home only costs the timing again next run
         log.debug("could not write %s: %s", path, exc)
 
