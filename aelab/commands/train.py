@@ -68,6 +68,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             metrics["world_size"] = dist.world
             save_json(metrics, run_dir / "metrics.json")
             trainer.logger.hparams(hparams_of(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
+        dist.wait_for_all()  # then every rank closes together (only on success: a failed rank is torchrun's to stop)
     finally:
         trainer.logger.close()
         dist.close()

@@ -68,6 +68,13 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def wait_for_all(self) -> None:
+        """Every rank waits here for the others: a rank that tears its connections down while another still
+        finishes its work (rank 0 writes metrics and logs) can abort that rank (gloo: `terminate called
+        without an active exception`, seen once in CI's two-rank resume test on loaded cores)."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
