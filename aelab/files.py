@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+TEMP_MARK = ".tmp-"  # in every temporary name atomic_path gives: a cleaner that globs a cache dir spares these
+
+
 def data_dir() -> Path:
     """$AELAB_DATA_DIR (default ~/.cache/aelab): decoded data, folder caches, feature nets, fast-path choices."""
     return Path(os.environ.get("AELAB_DATA_DIR", "~/.cache/aelab")).expanduser()
@@ -20,7 +23,7 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     or the whole new one, never half a file. suffix: an ending the writer insists on (np.save adds ".npy")."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{suffix}")
+    tmp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, target)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -230,12 +231,10 @@ def refuse_run_paths(session: RunSession, target: Path, key: str) -> None:
 
 def write_csv(path: Path, header: list[str], rows: Iterator[list[Any]] | list[list[Any]]) -> Path:
     """A CSV written to a temporary name and renamed: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    tmp.replace(path)
     return path
 
 

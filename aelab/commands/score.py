@@ -21,6 +21,7 @@ from aelab.commands._common import run_command
 from aelab.commands.session import open_run, print_results
 from aelab.config_check import SCORES, check_score
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 THRESHOLDS = "thresholds.json"  # in the run directory, beside (never over) the training files
 
@@ -88,9 +89,8 @@ def threshold_for(session, name: str, quantile: float, iw_samples: int, elbo_sam
     stored[key] = {"value": value, "score": name, "quantile": quantile, "split": "val", "examples": int(len(scores)),
                    "ckpt": str(session.cfg.get("ckpt", "last")), "step": session.step,
                    "chosen": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = path.with_name(f".{THRESHOLDS}.tmp")
-    tmp.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
     return value, f"{quantile:g} quantile of {len(scores)} validation examples, kept in {THRESHOLDS}"
 
 

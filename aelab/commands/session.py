@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import output_dir
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -84,9 +85,8 @@ class ResultWriter:
     def metrics(self, values: dict[str, Any]) -> None:
         """Add values to metrics.json now (the file is replaced atomically)."""
         self.values.update(values)
-        tmp = self.dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(self.values, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(self.dir / "metrics.json")
+        with atomic_path(self.dir / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(self.values, indent=2, sort_keys=True, default=str) + "\n")
 
     def report(self, report: Report, prefix: str, step: int = 0) -> None:
         if self.logger is not None:

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from aelab.errors import UserError
-from aelab.files import atomic_path, data_dir
+from aelab.files import TEMP_MARK, atomic_path, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -221,5 +221,5 @@ def _raise_if_failed(failure: tuple[int, str, str, str | None] | None) -> None:
 def _remove_stale(root: Path, images: Images, keep: Path) -> None:
     """Older versions of this folder's cache at these settings: their files changed, nothing will read them again."""
     for old in cache_dir().glob(_prefix(root, images) + "*.npy"):
-        if old != keep and ".tmp." not in old.name:
+        if old != keep and TEMP_MARK not in old.name:  # another process's build in progress stays
             old.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 FORMAT = "aelab-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -28,21 +29,17 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep_previous: bool = Fal
     keep_previous: the file being replaced survives as previous.pt, a fallback
     should the newest ever be damaged (a full disk, a copy gone wrong).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        previous = path.with_name(PREVIOUS)
-        link_tmp = previous.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
-        try:
-            os.link(path, link_tmp)  # a second name for the old file: no copy, no window without last.pt
-        except OSError:
-            shutil.copyfile(path, link_tmp)
-        os.replace(link_tmp, previous)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            with atomic_path(path.with_name(PREVIOUS)) as link_tmp:
+                try:
+                    os.link(path, link_tmp)  # a second name for the old file: no copy, no window without last.pt
+                except OSError:
+                    shutil.copyfile(path, link_tmp)
 
 
 def load_checkpoint(path: Path, key: str = "run") -> dict[str, Any]:

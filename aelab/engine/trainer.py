@@ -25,6 +25,7 @@ from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.report import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
+from aelab.files import atomic_path
 from aelab.instantiate import build
 from aelab.models.base import Autoencoder
 from aelab.nets.fastpath import FAST_PATHS
@@ -371,6 +372,5 @@ class Trainer:
         if not self.dist.is_main:
             return
         source, target = checkpoint_path(self.run_dir, src), checkpoint_path(self.run_dir, dst)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import UserError, full_errors_requested
+from aelab.files import atomic_path
 
 STATUS_FILE = "status.json"
 
@@ -35,10 +36,8 @@ def write_status(job_dir: Path, status: str, **extra: Any) -> None:
     """status.json: running | done | failed | stopped, with when, where and (on failure) the error line."""
     now = _dt.datetime.now().isoformat(timespec="seconds")
     record = {"status": status, "time": now, "host": socket.gethostname(), "pid": os.getpid(), **extra}
-    job_dir.mkdir(parents=True, exist_ok=True)
-    tmp = job_dir / f".{STATUS_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(job_dir / STATUS_FILE)  # a reader never sees half a file
+    with atomic_path(job_dir / STATUS_FILE) as tmp:  # a reader never sees half a file
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
 def read_status(job_dir: Path) -> dict[str, Any] | None:
