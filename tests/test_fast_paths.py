@@ -285,6 +285,37 @@ def test_a_training_run_logs_its_choices_and_the_key_forces_them(compose_cfg, tm
     FAST_PATHS.configure("auto")
 
 
+def test_a_run_carries_its_choices_and_a_resume_computes_with_them(fast_paths, compose_cfg, tmp_path, caplog) -> None:
+    """Exact resume must not depend on the load: the checkpoint records every choice made by timing, and a
+    resumed run (or a command opening the run) takes them before the machine's cache, which says otherwise here."""
+    import logging
+
+    from aelab.commands import train
+    from aelab.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from aelab.engine.loading import load_run
+    from aelab.nets import fastpath
+
+    overrides = ["model=vae", "data=synthetic", "epochs=1", "trainer.limit_batches=2", "logger=none", "device=cpu"]
+    train.run(compose_cfg(overrides), tmp_path / "run", overrides)
+    last = checkpoint_path(tmp_path / "run")
+    state = load_checkpoint(last)
+    recorded = state["fast_paths"]
+    assert any(k.startswith("linear|") for k in recorded) and any(k.startswith("bernoulli_nll|") for k in recorded)
+    # the run says "fast" everywhere, the machine's cache says the opposite: the run's word must win
+    state["fast_paths"] = {k: {**v, "fast": True} for k, v in recorded.items()}
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, last)
+    (tmp_path / "fastpaths.json").write_text(json.dumps(
+        {fastpath.machine_fingerprint(): {k: {**v, "fast": False} for k, v in recorded.items()}}))
+    with caplog.at_level(logging.INFO, logger="aelab.nets.fastpath"):
+        train.run(compose_cfg([f"resume={tmp_path / 'run'}", "epochs=2"]), tmp_path / "run",
+                  [f"resume={tmp_path / 'run'}", "epochs=2"])
+    resumed = [c for c in FAST_PATHS.choices() if f"{c.path}|{c.key}" in recorded]
+    assert resumed and all(c.fast and c.source == "the run's" for c in resumed)
+    assert set(recorded) <= set(load_checkpoint(last)["fast_paths"])  # still recorded, for the next resume
+    load_run(tmp_path / "run")  # eval, sample, ... compute with the run's kernels too
+    assert FAST_PATHS.record() == {k: {**v, "fast": True} for k, v in recorded.items()}
+
+
 @pytest.mark.parametrize("override, key, allowed", [
     ("trainer.fast_paths=fast", "trainer.fast_paths", "retune"),
     ("+trainer.fast_path.matmul=on", "trainer.fast_path.matmul", "bernoulli_nll"),

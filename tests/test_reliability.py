@@ -40,7 +40,10 @@ def _wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout: float 
     raise AssertionError("no checkpoint appeared")
 
 
-def _straight_run(compose_cfg, tmp_path: Path) -> dict:
+def _straight_run(compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The same run uninterrupted, on the same machine: it shares the interrupted run's fast-path cache (the
+    subprocesses' data dir), as any two runs on one machine do."""
+    monkeypatch.setenv("AELAB_DATA_DIR", cli_env(tmp_path)["AELAB_DATA_DIR"])
     overrides = [o for o in RUN if not o.startswith("logger")] + ["logger=none"]
     return train.run(compose_cfg(overrides), tmp_path / "straight", overrides)
 
@@ -57,7 +60,7 @@ def _resume(tmp_path: Path, run: Path) -> subprocess.CompletedProcess:
                           env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path) -> None:
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(compose_cfg, tmp_path, monkeypatch) -> None:
     proc = _start(tmp_path, *RUN)
     run = _wait_for_checkpoint(tmp_path, proc)
     time.sleep(0.3)  # let it run past the first checkpoint, into the middle of something
@@ -69,7 +72,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(compose_cfg,
     resumed = _resume(tmp_path, run)
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads((run / "metrics.json").read_text())
-    straight = _straight_run(compose_cfg, tmp_path)
+    straight = _straight_run(compose_cfg, tmp_path, monkeypatch)
     assert final["steps"] == straight["steps"] == 25 * 12
     for key in ("train/loss", "val/loss", "val/kl"):
         assert final[key] == pytest.approx(straight[key], rel=1e-5), key
@@ -77,7 +80,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(compose_cfg,
     assert steps == list(range(1, 25 * 12 + 1)), "the TensorBoard curve must have no gaps or duplicates"
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(compose_cfg, tmp_path) -> None:
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(compose_cfg, tmp_path, monkeypatch) -> None:
     proc = _start(tmp_path, *RUN)
     run = _wait_for_checkpoint(tmp_path, proc)
     proc.send_signal(signal.SIGTERM)
@@ -90,7 +93,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(compose_cfg, tmp_path
 
     resumed = _resume(tmp_path, run)
     assert resumed.returncode == 0, resumed.stderr
-    straight = _straight_run(compose_cfg, tmp_path)
+    straight = _straight_run(compose_cfg, tmp_path, monkeypatch)
     assert json.loads((run / "metrics.json").read_text())["val/loss"] == pytest.approx(straight["val/loss"], rel=1e-5)
 
 

@@ -13,6 +13,7 @@ from aelab.engine.build import build_model
 from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
+from aelab.nets.fastpath import FAST_PATHS
 
 
 @dataclass
@@ -37,4 +38,8 @@ def load_run(run_dir: str | Path, which: str = "last", device: torch.device | No
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(key, f"checkpoint in {run_dir} does not match its config: {reason}") from None
     model.to(device or torch.device("cpu")).eval()
+    trainer = config.get("trainer") or {}
+    fast = trainer.get("fast_path")
+    FAST_PATHS.configure(trainer.get("fast_paths", "auto"), dict(fast) if fast else None)
+    FAST_PATHS.adopt(state.get("fast_paths"))  # the kernels the run measured itself with
     return LoadedRun(run_dir, model, config, info, state)

@@ -334,6 +334,7 @@ class Trainer:
                          "partial_sums": dict(self.partial_sums), "skipped": self.skipped},
             "rng": rng,
             "epoch_start_rng": self.epoch_start_rng,
+            "fast_paths": FAST_PATHS.record(),  # the kernels chosen by timing are part of the run: see fastpath
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -353,6 +354,7 @@ class Trainer:
         self.partial_sums = dict(progress.get("partial_sums", {}))
         self.skipped = int(progress.get("skipped", 0))
         self.epoch_start_rng = state.get("epoch_start_rng", self.data_rng.get_state())
+        FAST_PATHS.adopt(state.get("fast_paths"))  # compute as the interrupted run did, whatever the load now
         torch.set_rng_state(state["rng"]["torch"])
         self.data_rng.set_state(state["rng"]["data"])
         if "cuda" in state["rng"] and torch.cuda.is_available():

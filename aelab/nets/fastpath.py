@@ -12,6 +12,10 @@ torch version and the thread count, so later runs skip the timing.
 trainer.fast_paths: auto (the above) | on (every fast path, untimed) | off (torch's plain ops) | retune
 (time again and overwrite the cached choices); trainer.fast_path.<path>=... forces one path.
 
+A run's choices are part of the run: its checkpoints carry them (`record()`), and a resumed run or a command
+that opens it takes them back (`adopt()`) before the machine's cache or a new timing, so a run interrupted and
+resumed computes exactly as the straight one did, whatever the machine's load when each part timed.
+
 Ranks of a distributed run never time: a timing forward through a SyncBatchNorm all-reduces, and ranks
 timing different numbers of rounds would pair their collectives wrongly (the losses of 2 ranks drifted
 0.7% from one process's). They take the machine's cached choices, else the plain way, alike on every rank.
@@ -48,7 +52,7 @@ class Choice:
     fast: bool
     fast_us: float | None = None  # the timings it was made on (None: forced by a mode)
     plain_us: float | None = None
-    source: str = "measured"  # measured | cached | forced | untimed in a distributed run
+    source: str = "measured"  # measured | cached | the run's | forced | untimed in a distributed run
 
     def describe(self) -> str:
         way = PATHS[self.path][0 if self.fast else 1]
@@ -66,16 +70,35 @@ class FastPaths:
         self.modes: dict[str, str] = dict.fromkeys(PATHS, "auto")
         self.made: dict[tuple[str, str], Choice] = {}  # this process's choices, in the order made
         self._cached: dict[str, dict] | None = None  # this machine's entries of the cache file
+        self._adopted: dict[str, dict] = {}  # the choices of the run being continued: they come first
         self.timing = True  # False in a distributed run: see the module's docstring
 
     def configure(self, mode: str = "auto", per_path: Mapping[str, str | None] | None = None,
                   timing: bool = True) -> None:
-        """Set every path's mode (and some paths' own); forgets this process's choices so they are made anew.
+        """Set every path's mode (and some paths' own); forgets this process's choices (and any adopted run's) so
+        they are made anew, and reads the machine's cache again ($AELAB_DATA_DIR may have changed).
         timing=False (ranks of a distributed run): an auto path takes its cached choice, else the plain way."""
         self.modes = dict.fromkeys(PATHS, mode)
         self.modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
         self.made.clear()
+        self._adopted.clear()
+        self._cached = None
         self.timing = timing
+
+    def record(self) -> dict[str, dict]:
+        """The choices this run computes with, for its checkpoint: adopted ones not met again yet included."""
+        made = {f"{c.path}|{c.key}": {"fast": c.fast, "fast_us": c.fast_us, "plain_us": c.plain_us}
+                for c in self.made.values() if c.source != "forced"}
+        return {**self._adopted, **made}
+
+    def adopt(self, recorded: Mapping[str, Mapping] | None) -> None:
+        """Take a run's recorded choices (from its checkpoint): an auto or retune path uses them before the
+        machine's cache or a timing; a forced mode (on/off) still wins."""
+        for name, entry in (recorded or {}).items():
+            path, _, key = name.partition("|")
+            if path in PATHS and key and "fast" in entry:
+                self._adopted[name] = dict(entry)
+                self.made.pop((path, key), None)
 
     def known(self, path: str, key: str) -> bool | None:
         """The choice already made in this process for (path, key), if any: the per-call lookup."""
@@ -107,6 +130,9 @@ class FastPaths:
         mode = self.modes.get(path, "auto")
         if mode in ("on", "off"):
             choice = Choice(path, key, mode == "on", source="forced")
+        elif f"{path}|{key}" in self._adopted:
+            entry = self._adopted[f"{path}|{key}"]
+            choice = Choice(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), "the run's")
         else:
             entry = None if mode == "retune" else self._machine_cache().get(f"{path}|{key}")
             if entry is not None:
