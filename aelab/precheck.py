@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.config_check import CHECKS
 from aelab.errors import UserError, exit_with, full_errors_requested
+from aelab.files import why_not_writable
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_COMBINATIONS = 256
@@ -120,31 +121,23 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     return cfgs
 
 
-def _creatable(path: Path) -> str | None:
-    """Why a directory cannot be made at path (None if it can): tried in the nearest folder that exists."""
-    import tempfile
-
-    existing = path.expanduser().absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a directory"
-    try:  # permissions alone do not tell (root, read-only mounts, /proc): make and remove a probe
-        Path(tempfile.mkdtemp(prefix=".aelab-probe-", dir=existing)).rmdir()
-    except OSError as exc:
-        return f"cannot create {path} ({exc.strerror or exc})"
-    return None
-
-
 def check_output_dir(command: str, overrides: list[str], multirun: bool) -> None:
-    """The folder a training run (or sweep) will write must be creatable: else Hydra fails with a traceback."""
+    """The folder a training run (or sweep) will write must be creatable, and a resumed run's own folder
+    writable: else Hydra fails with a traceback, or the run trains and then cannot save. (The other commands
+    check their outputs when they open the run: aelab/commands/session.py.)"""
     if command != "train":
-        return  # the other commands write below the run they read, or nowhere
+        return
+    resume = [a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == "resume"]
+    if resume and resume[-1].strip("'\"") not in ("", "null"):
+        problem = why_not_writable(Path(resume[-1].strip("'\"")).expanduser() / "checkpoints")
+        if problem:
+            raise UserError("resume", problem, "a run folder you can write: its checkpoints are written there")
+        return  # a resumed run writes into its own folder, not a new one
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == key]
     value = given[-1].strip("'\"") if given else ("multirun" if multirun else "outputs")
     static = Path(value.split("${", 1)[0] or ".")  # the part before any ${now:...} is what must exist or be made
-    problem = _creatable(static)
+    problem = why_not_writable(static)
     if problem:
         raise UserError(key if given else "output", problem, f"{key}=<a folder you can write>")
 

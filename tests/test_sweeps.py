@@ -315,7 +315,8 @@ def test_report_marks_the_best_row_by_the_metric_direction(tmp_path, compose_cfg
         build_report(tmp_path, y="val/recon", mode="highest")
 
     labels = []
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: labels.append(fig.axes[0].get_ylabel()))
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (labels.append(fig.axes[0].get_ylabel()),
+                                                                    Path(path).touch()))  # a file, as savefig leaves
     run(compose_cfg([f"dir={tmp_path}", "y=test/accuracy", "x=latent_dim"], config_name="report"))
     md = (tmp_path / "report.md").read_text()
     assert "Highest `test/accuracy`: `latent_dim=2` (bold; higher is better, mode=auto)." in md

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.errors import UserError
-from aelab.files import atomic_path
+from aelab.files import atomic_path, why_not_writable
 
 if TYPE_CHECKING:
     import torch
@@ -217,7 +217,10 @@ def batches(applied: Applied, batch_size: int, what: str) -> Iterator[Batch]:
 
 
 def refuse_run_paths(session: RunSession, target: Path, key: str) -> None:
-    """An output path of the user's must not land on the run's own training files."""
+    """An output path of the user's must be writable and not land on the run's own training files."""
+    problem = why_not_writable(target.expanduser())
+    if problem:
+        raise UserError(key, problem, "a path you can write")
     run = session.run.run_dir.resolve()
     target = target.expanduser().resolve()
     protected = [run / "checkpoints", run / ".hydra"]
@@ -231,7 +234,7 @@ def refuse_run_paths(session: RunSession, target: Path, key: str) -> None:
 
 def write_csv(path: Path, header: list[str], rows: Iterator[list[Any]] | list[list[Any]]) -> Path:
     """A CSV written to a temporary name and renamed: a reader never sees half a file."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path, what="table") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from aelab.errors import UserError, exit_with, full_errors_requested
+from aelab.errors import (EXIT_WRITE_ERROR, UserError, WriteError, exit_with, full_errors_requested,
+                          is_write_failure, os_reason)
 
 STARTED = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # one stamp per process, however often resolved
 
@@ -65,13 +66,16 @@ register_resolvers()
 
 def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None,
                 interrupted: Callable[[], str] | None = None) -> Any:
-    """Run a command body; a UserError becomes one line on stderr and exit status 2.
+    """Run a command body; a UserError becomes one line on stderr and exit status 2, a file that could not be
+    written (a full disk, a read-only folder) one line naming it and what it was, exit status 1, followed by
+    `interrupted()` (how to continue, for training: its last checkpoint is intact).
 
     In a sweep (-m) a failing job records its error line in <job>/status.json and returns instead,
     so the sweep's other jobs still run.
     """
     from aelab.sweep.jobs import run_sweep_job, sweep_job_dir
 
+    quiet_log_file_errors()
     try:
         job_dir = sweep_job_dir()
         return task() if job_dir is None else run_sweep_job(task, job_dir)
@@ -81,10 +85,37 @@ def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = No
         if full_errors_requested():
             raise
         exit_with(error)
+    except OSError as error:
+        if not isinstance(error, WriteError) and not is_write_failure(error) or full_errors_requested():
+            raise
+        if not isinstance(error, WriteError):  # a write no `writing(...)` names: the path is what the OS says
+            error = WriteError("file", error.filename or "(unnamed)", os_reason(error))
+        print(f"{error.line()}{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
+        sys.exit(EXIT_WRITE_ERROR)
     except KeyboardInterrupt as stop:  # Ctrl-C, or the engine's clean stop on SIGINT/SIGTERM
         what = f"stopped by {stop}" if str(stop) else "interrupted"
         print(f"\n{what}{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
         sys.exit(getattr(stop, "exit_code", 130))
+
+
+def quiet_log_file_errors() -> None:
+    """A log file that cannot be written (train.log on a full disk) is said once, in one line: logging's own
+    handler would print a traceback at every record. The files that matter raise WriteError themselves."""
+    import logging
+
+    def said_once(handler: logging.FileHandler) -> Callable[[logging.LogRecord], None]:
+        def handle_error(record: logging.LogRecord) -> None:
+            exc = sys.exc_info()[1]
+            if not getattr(handler, "aelab_failed", False):
+                handler.aelab_failed = True
+                print(f"warning: could not write the log {handler.baseFilename}: {os_reason(exc)}; "
+                      "going on without it", file=sys.stderr)
+        return handle_error
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and not hasattr(handler, "aelab_failed"):
+            handler.aelab_failed = False
+            handler.handleError = said_once(handler)
 
 
 def output_dir(run_dir: Path, command: str) -> Path:
@@ -113,8 +144,11 @@ def remove_if_only_hydra(run_dir: Path, created_subdir: Path) -> None:
                     break
 
 
-def save_json(values: dict[str, Any], path: Path) -> Path:
+def save_json(values: dict[str, Any], path: Path, what: str = "results") -> Path:
     import json
 
-    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")
+    from aelab.files import atomic_path
+
+    with atomic_path(path, what=what) as tmp:
+        tmp.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")
     return path

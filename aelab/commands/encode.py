@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from aelab.commands._common import run_command
 from aelab.commands.session import open_run, print_results
 from aelab.config_check import check_encode
+from aelab.files import atomic_path
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -43,11 +44,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         y = torch.cat(labels).numpy() if labels else None
         seconds = time.perf_counter() - started
         out = session.out
-        np.save(out.dir / "codes.npy", z)
-        out.files["codes"] = "codes.npy"
-        if logvar is not None:
-            np.save(out.dir / "logvar.npy", logvar)
-            out.files["logvar"] = "logvar.npy"
+        for name, array in (("codes", z), ("logvar", logvar)):
+            if array is not None:
+                with atomic_path(out.dir / f"{name}.npy", ".npy", what=name) as tmp:
+                    np.save(tmp, array)
+                out.files[name] = f"{name}.npy"
         header, columns = code_table(applied, z, logvar, y)
         from aelab.commands._apply import write_csv
 
@@ -91,7 +92,8 @@ def _parquet(path, header: list[str], columns: list[list[Any]]) -> bool:
         return False
     typed = [col if name in ("label", "file") else [float(v) if name != "index" else int(v) for v in col]
              for name, col in zip(header, columns)]
-    pq.write_table(pa.table(dict(zip(header, typed))), path)
+    with atomic_path(path, what="codes as Parquet") as tmp:
+        pq.write_table(pa.table(dict(zip(header, typed))), tmp)
     return True
 
 

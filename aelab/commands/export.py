@@ -9,6 +9,7 @@ the model on a batch of another size before the command reports success.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from aelab.commands._common import run_command
 from aelab.commands.session import open_run, print_results
 from aelab.config_check import check_export
 from aelab.errors import UserError
+from aelab.files import write_bytes
 
 TRACE_BATCH, CHECK_BATCH = 2, 5  # traced on one batch size, checked on another: the batch dimension stays free
 TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}  # max |exported - model|; ONNX's reference runtime sums in its own order
@@ -137,10 +139,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "input": "pixels in [0, 1]" if model.images else "table rows standardised with `standardization`",
                 "standardization": stats, "files": dict(out.files), "max_abs_diff": diffs,
                 "run": str(session.run.run_dir), "ckpt": str(cfg.get("ckpt", "last"))}
-        (out.dir / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_bytes(out.dir / "export.json", (json.dumps(meta, indent=2) + "\n").encode(), "export description")
         out.files["meta"] = "export.json"
         if fmt == "torchscript":
-            (out.dir / "load.py").write_text(LOADER)
+            write_bytes(out.dir / "load.py", LOADER.encode(), "loader script")
             out.files["loader"] = "load.py"
         info = {"format": fmt, **{f"max_abs_diff_{k}": v for k, v in diffs.items()}}
         out.metrics(info)
@@ -157,7 +159,9 @@ def _torchscript(module, args: tuple, check: tuple, stem: Path, name: str):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; its files still load
         traced = torch.jit.trace(module, args, check_trace=False)
-        traced.save(str(path))
+        buffer = io.BytesIO()  # in memory first: torch's file writer would hide a full disk in a RuntimeError
+        torch.jit.save(traced, buffer)
+        write_bytes(path, buffer.getbuffer(), f"exported {name}")
         return path, torch.jit.load(str(path))(*check)
 
 
@@ -174,8 +178,10 @@ def _onnx(module, args: tuple, check: tuple, stem: Path, name: str):
     axes = {k: {0: "batch"} for k in [*inputs, output]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, input_names=inputs, output_names=[output],
+        buffer = io.BytesIO()
+        torch.onnx.export(module, args, buffer, dynamo=False, input_names=inputs, output_names=[output],
                           dynamic_axes=axes, opset_version=17)
+    write_bytes(path, buffer.getbuffer(), f"exported {name}")
     onnx.checker.check_model(onnx.load(str(path)))
     feeds = {k: v.numpy() for k, v in zip(inputs, check)}
     got = ReferenceEvaluator(str(path)).run(None, feeds)[0]

@@ -8,6 +8,8 @@ A preview grid (inputs and reconstructions, row by row) goes to <run>/reconstruc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from aelab.commands._common import run_command
 from aelab.commands.session import open_run, print_results
 from aelab.config_check import check_reconstruct
 from aelab.errors import UserError
+from aelab.files import atomic_path
 
 PREVIEW_PER_ROW = 8
 
@@ -33,17 +36,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         applied = applied_data(session, str(cfg.split))
         require_labels_if_conditional(session, applied)
         target = _target(session, applied, cfg)
-        write = _image_writer(applied, target) if model.images else _TableWriter(applied, target)
         shown_x, shown_r, preview = [], [], int(cfg.preview)
-        with torch.no_grad():
+        with torch.no_grad(), _writer(applied, target, model.images) as write:
             for batch in batches(applied, int(cfg.batch_size), "reconstructing"):
                 recon = model.reconstruct(batch.x, batch.y).float()  # (B, *shape) in data space
                 write(batch, recon)
                 if model.images and sum(len(t) for t in shown_x) < preview:
                     shown_x.append(batch.x.float().cpu())
                     shown_r.append(recon.cpu())
-        if isinstance(write, _TableWriter):
-            write.close()
         out = session.out
         if shown_x:
             out.picture("preview", _preview(torch.cat(shown_x)[:preview], torch.cat(shown_r)[:preview]),
@@ -75,6 +75,16 @@ def _target(session, applied, cfg: DictConfig) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _writer(applied, target: Path, images: bool) -> Iterator[Callable[[Any, Any], None]]:
+    """The function writing each batch's reconstructions; every file appears whole or not at all."""
+    if images:
+        yield _image_writer(applied, target)
+        return
+    with _TableWriter(applied, target) as write:
+        yield write
+
+
 def _image_writer(applied, target: Path):
     """Writes each batch's images: folders under their relative names at their own size, others as <index>.png."""
     from PIL import Image
@@ -98,23 +108,24 @@ def _image_writer(applied, target: Path):
             else:
                 name = f"{applied.index[i]:05d}.png"
             path = target / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            picture.save(path)
+            with atomic_path(path, path.suffix, what="reconstruction") as tmp:
+                picture.save(tmp)
         seen[0] += len(batch)
 
     return write
 
 
-class _TableWriter:
-    """Rows of a table's reconstruction, back in the table's own units (the training statistics undone)."""
+class _TableWriter(contextlib.ExitStack):
+    """Rows of a table's reconstruction, back in the table's own units (the training statistics undone), written
+    under a temporary name that becomes `target` when the block ends without error."""
 
     def __init__(self, applied, target: Path) -> None:
         import csv
 
+        super().__init__()
         self.applied = applied
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp, self.target = target.with_name(f".{target.name}.tmp"), target
-        self.file = open(self.tmp, "w", newline="")
+        self.file = self.enter_context(open(self.enter_context(atomic_path(target, what="reconstruction")), "w",
+                                            newline=""))
         self.writer = csv.writer(self.file)
         columns = applied.columns or [f"x{d}" for d in range(len(applied.split.head(1).x[0]))]
         self.writer.writerow(["index", *(["label"] if applied.split.has_labels else []), *columns])
@@ -133,10 +144,6 @@ class _TableWriter:
                 row.append(self.applied.label_name(int(batch.y[k])))
             self.writer.writerow(row + [f"{v:.9g}" for v in values[k].tolist()])
         self.seen += len(batch)
-
-    def close(self) -> None:
-        self.file.close()
-        self.tmp.replace(self.target)
 
 
 def _preview(x, recon):

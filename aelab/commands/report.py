@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from aelab.commands._common import run_command
 from aelab.config_check import check_report
 from aelab.errors import UserError
+from aelab.files import why_not_writable
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -19,15 +20,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     check_report(cfg)
     root = Path(str(cfg.dir)).expanduser()
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else root
+    problem = why_not_writable(out)
+    if problem:
+        raise UserError("out" if cfg.get("out") else "dir", problem, "a folder you can write: out=<folder>")
     report = build_report(root, list(cfg.metrics), str(cfg.y), str(cfg.seed_key), str(cfg.get("mode", "auto")))
     if report.y is None and any(r.metrics for r in report.runs):
         present = sorted({k for r in report.runs for k in r.metrics})
         raise UserError("y", f"no run has the metric {cfg.y!r}", "one of: " + ", ".join(present))
-    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else root
-    try:
-        written = write_report_files(report, out, cfg.x)
-    except OSError as exc:
-        raise UserError("out", f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    written = write_report_files(report, out, cfg.x)
     print_report(report, written)
     return {"runs": len(report.runs), **report.counts(), "files": [str(p) for p in written]}
 

@@ -89,7 +89,7 @@ def threshold_for(session, name: str, quantile: float, iw_samples: int, elbo_sam
     stored[key] = {"value": value, "score": name, "quantile": quantile, "split": "val", "examples": int(len(scores)),
                    "ckpt": str(session.cfg.get("ckpt", "last")), "step": session.step,
                    "chosen": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, what="thresholds") as tmp:
         tmp.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
     return value, f"{quantile:g} quantile of {len(scores)} validation examples, kept in {THRESHOLDS}"
 
@@ -129,8 +129,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_csv(out.dir / "scores.csv", header, rows)
         out.files["table"] = "scores.csv"
         if target is not None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out.dir / "scores.csv", target)
+            with atomic_path(target, what="scores") as tmp:
+                shutil.copyfile(out.dir / "scores.csv", tmp)
             out.files["out"] = str(target)
         info = {"data": applied.name, "examples": int(len(flag)), "score": name, "threshold": threshold,
                 "threshold_from": source, "anomalies": int(flag.sum()),

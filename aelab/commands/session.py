@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.commands._common import output_dir
 from aelab.errors import UserError
-from aelab.files import atomic_path
+from aelab.files import atomic_path, why_not_writable
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,7 @@ class ResultWriter:
     def metrics(self, values: dict[str, Any]) -> None:
         """Add values to metrics.json now (the file is replaced atomically)."""
         self.values.update(values)
-        with atomic_path(self.dir / "metrics.json") as tmp:
+        with atomic_path(self.dir / "metrics.json", what="metrics") as tmp:
             tmp.write_text(json.dumps(self.values, indent=2, sort_keys=True, default=str) + "\n")
 
     def report(self, report: Report, prefix: str, step: int = 0) -> None:
@@ -93,7 +93,8 @@ class ResultWriter:
             self.logger.report(report, prefix, step)
 
     def close(self, cfg: DictConfig) -> None:
-        OmegaConf.save(cfg, self.dir / "config.yaml")
+        with atomic_path(self.dir / "config.yaml", what="the config used") as tmp:
+            OmegaConf.save(cfg, tmp)
         if self._logger is not None:
             self._logger.close()
 
@@ -115,6 +116,10 @@ class RunSession:
         torch.manual_seed(int(cfg.get("seed", 0)))
         self.device: torch.device = resolve_device(cfg.get("device", "auto"))
         self.run: LoadedRun = load_run(cfg.run, cfg.get("ckpt", "last"), self.device)
+        problem = why_not_writable(self.run.run_dir / command)  # before any work, not when the results are ready
+        if problem:
+            raise UserError("run", f"{problem}: `aelab {command}` writes its results in the run's folder",
+                            "a run folder you can write (copy the run somewhere writable)")
         self.model: Autoencoder = self.run.model
         self._out: ResultWriter | None = None
 

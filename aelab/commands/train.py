@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -66,11 +67,16 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         metrics["threads"] = threads  # torch CPU threads this job used (see `threads`)
         if dist.is_main:
             metrics["world_size"] = dist.world
-            save_json(metrics, run_dir / "metrics.json")
+            save_json(metrics, run_dir / "metrics.json", what="final metrics")
             trainer.logger.hparams(hparams_of(cfg), {k: v for k, v in metrics.items() if k.startswith("val/")})
         dist.wait_for_all()  # then every rank closes together (only on success: a failed rank is torchrun's to stop)
-    finally:
+    except BaseException:
+        with contextlib.suppress(OSError):  # the first failure (a full disk at a checkpoint) is the one to report
+            trainer.logger.close()
+        raise
+    else:
         trainer.logger.close()
+    finally:
         dist.close()
     if dist.is_main:
         _report(run_dir, metrics, data)

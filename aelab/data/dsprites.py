@@ -33,7 +33,7 @@ from torch import Tensor
 from aelab.data.base import FactorSpec
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
-from aelab.files import atomic_path, data_dir
+from aelab.files import atomic_path, cache_not_written, data_dir
 from aelab.schema import OneOf, Range
 
 SHAPES = ("square", "ellipse", "heart")
@@ -137,23 +137,26 @@ def cache_path(size: int) -> Path:
     return root / "dsprites" / f"dsprites-{size}px-v{GEOMETRY_VERSION}.npy"
 
 
-def build_grid(size: int, path: Path) -> None:
-    """Draw all 737,280 images once and store them bit-packed (N, size, size / 8) uint8."""
+def build_grid(size: int, path: Path) -> np.ndarray:
+    """Draw all 737,280 images once and store them bit-packed (N, size, size / 8) uint8; a cache that cannot be
+    written (a full disk) is said once, and the grid is used from memory."""
     grid = factor_grid()
     packed = np.empty((NUM_COMBINATIONS, size, size // 8), dtype=np.uint8)
     for first in range(0, NUM_COMBINATIONS, 65536):
         images = render(grid[first : first + 65536], size).squeeze(1).numpy()  # (n, size, size)
         packed[first : first + 65536] = np.packbits(images > 0, axis=-1)
-    with atomic_path(path, ".npy") as tmp:  # parallel sweep jobs must never read half a file
-        np.save(tmp, packed)
+    try:
+        with atomic_path(path, ".npy", what="dSprites cache") as tmp:  # parallel sweep jobs never read half a file
+            np.save(tmp, packed)
+    except OSError as exc:
+        cache_not_written("dSprites cache", path, exc)
+    return packed
 
 
 def load_grid_rows(size: int, rows: Tensor | None) -> Tensor:
     """uint8 images (N, 1, size, size) of the given grid rows (all when None), building the cache if needed."""
     path = cache_path(size)
-    if not path.is_file():
-        build_grid(size, path)
-    packed = np.load(path, mmap_mode="r")
+    packed = np.load(path, mmap_mode="r") if path.is_file() else build_grid(size, path)
     picked = packed if rows is None else packed[np.sort(rows.numpy())]
     images = np.unpackbits(picked, axis=-1)  # (N, size, size) of 0/1
     images *= 255  # in place: the full grid is 3 GB at 64 px

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aelab.data.sources import StreamData, TensorData
-from aelab.errors import UserError
+from aelab.errors import UserError, os_reason
 from aelab.schema import Annotated, OneOf, Range
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def _cached(root: Path, dataset: ImageFiles) -> tuple[torch.Tensor | None, list[
     try:
         pixels, built = image_cache.load_cached(root, dataset)
     except OSError as exc:  # no room or no permission for the cache: the run still works, only slower
-        note = f"data: cannot write the image cache under {image_cache.cache_dir()} ({exc}): streaming from disk"
+        note = (f"data: cannot write the image cache under {image_cache.cache_dir()} ({os_reason(exc)}): "
+                "streaming from disk")
         log.warning(note)
         return None, [note]
     if built:

@@ -14,7 +14,7 @@ import torch
 from aelab.data.embedded import DIGIT_NAMES, load_mnist5k
 from aelab.data.sources import TensorData
 from aelab.errors import UserError
-from aelab.files import atomic_path, data_dir
+from aelab.files import atomic_path, cache_not_written, data_dir
 from aelab.schema import Annotated, OneOf, Range
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ def _save_atomically(array: np.ndarray, target: Path) -> None:
     """Write target through a temporary file and a rename: a run killed mid-write leaves no half file
     that a later run would trust. A cache that cannot be written only costs the decoding next time."""
     try:
-        with atomic_path(target, ".npy") as tmp:
+        with atomic_path(target, ".npy", what="decoded data cache") as tmp:
             np.save(tmp, array)
     except OSError as exc:
-        log.debug("could not cache %s: %s", target, exc)
+        cache_not_written("decoded data cache", target, exc)
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from aelab.errors import UserError
-from aelab.files import atomic_path
+from aelab.files import atomic_path, save_torch
 
 FORMAT = "aelab-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
@@ -28,18 +28,15 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep_previous: bool = Fal
 
     keep_previous: the file being replaced survives as previous.pt, a fallback
     should the newest ever be damaged (a full disk, a copy gone wrong).
+    A write that fails (a full disk) raises WriteError naming the file; the previous checkpoint is untouched.
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            with atomic_path(path.with_name(PREVIOUS)) as link_tmp:
-                try:
-                    os.link(path, link_tmp)  # a second name for the old file: no copy, no window without last.pt
-                except OSError:
-                    shutil.copyfile(path, link_tmp)
+    if keep_previous and path.exists():  # before the new one replaces it; a failed write leaves both names on it
+        with atomic_path(path.with_name(PREVIOUS), what="checkpoint") as link_tmp:
+            try:
+                os.link(path, link_tmp)  # a second name for the old file: no copy, no window without last.pt
+            except OSError:
+                shutil.copyfile(path, link_tmp)
+    save_torch({"format": FORMAT, **state}, path, "checkpoint", sync=True)
 
 
 def load_checkpoint(path: Path, key: str = "run") -> dict[str, Any]:

@@ -374,5 +374,5 @@ class Trainer:
         if not self.dist.is_main:
             return
         source, target = checkpoint_path(self.run_dir, src), checkpoint_path(self.run_dir, dst)
-        with atomic_path(target) as tmp:
+        with atomic_path(target, what="best checkpoint") as tmp:
             shutil.copyfile(source, tmp)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aelab.data.base import DataModule, Split
-from aelab.files import atomic_path, data_dir
+from aelab.files import cache_not_written, data_dir, save_torch
 
 FEATURES = 128
 MIN_STEPS = 200
@@ -102,8 +102,11 @@ def feature_net(data: DataModule, device: torch.device, epochs: int = 2, seed: i
             epoch += 1
     net.eval()
     test_accuracy = accuracy(net, data.test)
-    with atomic_path(path) as tmp:  # a concurrent eval never reads half a file
-        torch.save({"model": net.state_dict(), "test_accuracy": test_accuracy, "data": data.describe()}, tmp)
+    try:  # atomic: a concurrent eval never reads half a file
+        save_torch({"model": net.state_dict(), "test_accuracy": test_accuracy, "data": data.describe()}, path,
+                   "feature-net cache")
+    except OSError as exc:  # the net is trained again next time: that costs time, not the result
+        cache_not_written("feature-net cache", path, exc)
     return net, test_accuracy, path
 
 

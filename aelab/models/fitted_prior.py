@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from aelab.errors import UserError
+from aelab.files import save_torch
 
 FITTED_PRIORS = ("gmm", "pixelcnn")  # the densities `aelab fit-prior prior=` fits (the one place a new one is added)
 # what `aelab sample prior=` and eval's `generation.prior=` draw from: auto (a fitted density stored in the run,
@@ -65,11 +66,8 @@ class FittedPrior(nn.Module):
         return self.distribution().log_prob(z.to(self.means.device).double())
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": FORMAT, "name": self.name, "weights": self.weights.cpu(), "means": self.means.cpu(),
-                    "scale_tril": self.scale_tril.cpu(), "info": self.info}, path)
-        return path
+        return save_torch({"format": FORMAT, "name": self.name, "weights": self.weights.cpu(), "means": self.means.cpu(),
+                           "scale_tril": self.scale_tril.cpu(), "info": self.info}, path, "fitted prior")
 
     @classmethod
     def from_file(cls, path: str | Path) -> FittedPrior:

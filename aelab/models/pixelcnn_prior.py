@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from aelab.data.base import Split
 from aelab.errors import UserError
-from aelab.files import atomic_path
+from aelab.files import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,8 @@ class PixelCNNPrior(nn.Module):
     # ---- files ------------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:
         """Written atomically (temp file, then rename): an interrupted save leaves the previous file."""
-        with atomic_path(path) as tmp:
-            torch.save({"format": FORMAT, "grid": list(self.grid), "options": self.options, "metrics": self.metrics,
-                        "state": self.state_dict()}, tmp)
+        save_torch({"format": FORMAT, "grid": list(self.grid), "options": self.options, "metrics": self.metrics,
+                    "state": self.state_dict()}, path, "fitted prior")
 
     @classmethod
     def load(cls, path: Path | str, map_location: str | torch.device = "cpu") -> PixelCNNPrior:

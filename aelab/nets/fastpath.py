@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aelab.files import atomic_path, data_dir
+from aelab.files import atomic_path, cache_not_written, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +248,10 @@ def _read_cache() -> dict[str, dict]:
 def _write_cache(data: dict) -> None:
     path = cache_file()
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, what="fast-path cache") as tmp:
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    except OSError as exc:  # a read-only home only costs the timing again next run
-        log.debug("could not write %s: %s", path, exc)
+    except OSError as exc:  # a read-only home or a full disk only costs the timing again next run
+        cache_not_written("fast-path cache", path, exc)
 
 
 FAST_PATHS = FastPaths()  # the process's one instance: the trainer configures it, the layers consult it

@@ -11,6 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from aelab.files import atomic_path
 from aelab.sweep.naming import SWEEP_FILE, override_key
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # type: ignore[union-attr]
         constant, jobs = _sweep_shape(overrides)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         record = {"command": " ".join(["aelab", "train", "-m", *overrides]), "overrides": overrides,
                   "constant_keys": constant, "jobs": jobs}
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        with atomic_path(sweep_dir / SWEEP_FILE, what="sweep description") as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from aelab.sweep.report import build_report, print_report, write_report_files

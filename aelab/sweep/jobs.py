@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aelab.errors import UserError, full_errors_requested
+from aelab.errors import UserError, WriteError, full_errors_requested
 from aelab.files import atomic_path
 
 STATUS_FILE = "status.json"
@@ -36,7 +36,7 @@ def write_status(job_dir: Path, status: str, **extra: Any) -> None:
     """status.json: running | done | failed | stopped, with when, where and (on failure) the error line."""
     now = _dt.datetime.now().isoformat(timespec="seconds")
     record = {"status": status, "time": now, "host": socket.gethostname(), "pid": os.getpid(), **extra}
-    with atomic_path(job_dir / STATUS_FILE) as tmp:  # a reader never sees half a file
+    with atomic_path(job_dir / STATUS_FILE, what="job status") as tmp:  # a reader never sees half a file
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
@@ -50,7 +50,7 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
 
 def error_line(exc: BaseException) -> str:
     """`error: <key>: <problem>` for a UserError, else `error: <Type>: <first line of the message>`."""
-    if isinstance(exc, UserError):
+    if isinstance(exc, (UserError, WriteError)):
         return exc.line()
     message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"error: {type(exc).__name__}: {message}" if message else f"error: {type(exc).__name__}"
@@ -76,7 +76,7 @@ def run_sweep_job(task: Callable[[], Any], job_dir: Path) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001  (any failure of one job is recorded, the sweep goes on)
         line = error_line(exc)
-        trace = None if isinstance(exc, UserError) else traceback.format_exc()
+        trace = None if isinstance(exc, (UserError, WriteError)) else traceback.format_exc()
         write_status(job_dir, "failed", error=line, **took(), **({"traceback": trace} if trace else {}))
         if full_errors_requested():
             raise

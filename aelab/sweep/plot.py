@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aelab.errors import UserError
+from aelab.files import atomic_path
 from aelab.metrics.directions import DESCRIBED
 from aelab.sweep.report import Report, as_number
 
@@ -74,6 +75,9 @@ def plot_metric(report: Report, x: str, y: str, path: Path) -> Path:
     if 1 < len(series) <= 12:  # a search's one-point-per-setting cloud would drown in its legend
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path, path.suffix, what="plot") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path

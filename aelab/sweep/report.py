@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import UserError
+from aelab.files import atomic_path
 from aelab.metrics.directions import DESCRIBED, MODES, Direction, resolve
 from aelab.sweep.naming import short_number
 from aelab.sweep.runs import DONE, FAILED, Run, gather
@@ -221,13 +222,14 @@ def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path: 
         lines += ["", "## Failed or stopped", ""] + [f"- `{r.name}`: {r.status}: {r.error}" for r in problems]
     for plot in plots:
         lines += ["", f"![{plot.stem}]({plot.name})"]
-    path.write_text("\n".join(lines) + "\n")
+    with atomic_path(path, what="report") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return path
 
 
 def write_csv(report: Report, path: Path) -> Path:
     """One row per setting: the keys, run counts, then `<metric>` (mean) and `<metric>_std` per metric."""
-    with path.open("w", newline="") as fh:
+    with atomic_path(path, what="report table") as tmp, tmp.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow([*report.group_keys, "runs", "done", "failed"] +
                      [c for m in report.metrics for c in (m, f"{m}_std")])
@@ -242,7 +244,7 @@ def write_csv(report: Report, path: Path) -> Path:
 def write_runs_csv(report: Report, path: Path) -> Path:
     """One row per run, raw: name, status, every varying key, every metric, the error line."""
     metrics = sorted({k for r in report.runs for k in r.metrics})
-    with path.open("w", newline="") as fh:
+    with atomic_path(path, what="table of runs") as tmp, tmp.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["run", "status", *report.keys, *metrics, "error"])
         for run in report.runs:
@@ -299,9 +301,9 @@ def write_report_files(report: Report, out_dir: Path, x: str | None = "auto") ->
     """summary.json, report.md, report.csv, runs.csv and, when a numeric key varies, `<y>_vs_<x>.png`."""
     from aelab.sweep.plot import choose_x, plot_metric, plot_path
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary = out_dir / "summary.json"
-    summary.write_text(json.dumps(summary_record(report), indent=2, default=str) + "\n")
+    with atomic_path(summary, what="sweep summary") as tmp:
+        tmp.write_text(json.dumps(summary_record(report), indent=2, default=str) + "\n")
     plots = []
     x_key = choose_x(report, x)
     if x_key and report.y and any(report.y in g.stats for g in report.groups):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aelab.files import atomic_path
+
 
 def grid(images: Tensor, nrow: int = 8, pad: int = 2) -> Tensor:
     """(N, C, H, W) in [0, 1] -> (3, H', W') grid image in [0, 1]: torchvision's make_grid layout (nrow
@@ -39,8 +41,8 @@ def save_png(image: Tensor, path: Path) -> Path:
     """Save a (3, H, W) grid image."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8_hwc(image)).save(path)
+    with atomic_path(path, path.suffix, what="picture") as tmp:
+        Image.fromarray(to_uint8_hwc(image)).save(tmp)
     return path
 
 
@@ -50,6 +52,6 @@ def save_gif(frames: list[Tensor], path: Path, frame_ms: int = 80, loop_back: bo
 
     seq = frames + frames[-2:0:-1] if loop_back and len(frames) > 2 else frames
     pics = [Image.fromarray(to_uint8_hwc(f)) for f in seq]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pics[0].save(path, save_all=True, append_images=pics[1:], duration=frame_ms, loop=0)
+    with atomic_path(path, path.suffix, what="animation") as tmp:
+        pics[0].save(tmp, save_all=True, append_images=pics[1:], duration=frame_ms, loop=0)
     return path

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from aelab.files import writing
 from aelab.schema import Annotated, Range
 
 if TYPE_CHECKING:
     from aelab.viz.report import PictureOptions, Report
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _events(method: F) -> F:
+    """A write that fails (a full disk) is one WriteError naming the event folder. TensorBoard writes from a
+    thread of its own and raises its error at the next call, which this wraps too."""
+    @functools.wraps(method)
+    def wrapped(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
+        with writing("TensorBoard events in", self.log_dir):
+            return method(self, *args, **kwargs)
+    return wrapped  # type: ignore[return-value]
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises its OSError in the caller (as the WriteError above) and also dies
+    printing a traceback: keep that one quiet, and every other thread's as it was."""
+    previous = threading.excepthook
+    if getattr(previous, "aelab_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.aelab_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class TensorBoardLogger:
@@ -19,12 +51,16 @@ class TensorBoardLogger:
 
         from aelab.viz.report import PictureOptions
 
+        _quiet_writer_threads()
+        self.log_dir = Path(log_dir)
         # start_step is the step of the checkpoint a resumed run starts from; purging what a
         # killed run logged after it keeps the curve free of duplicated steps.
-        self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step > 0 else None)
+        with writing("TensorBoard events in", self.log_dir):
+            self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1 if start_step > 0 else None)
         self.image_every = max(1, image_every)
         self.options = PictureOptions(num_images, manifold_points, grid_size, num_samples)
 
+    @_events
     def scalars(self, values: dict[str, float], step: int) -> None:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
@@ -32,6 +68,7 @@ class TensorBoardLogger:
     def picture_options(self, epoch: int) -> PictureOptions | None:
         return None if epoch % self.image_every else self.options
 
+    @_events
     def report(self, report: Report, prefix: str, step: int) -> None:
         self.scalars(report.prefixed(prefix), step)
         for name, values in report.histograms.items():
@@ -42,6 +79,7 @@ class TensorBoardLogger:
             self.writer.add_figure(f"{prefix}/{name}", figure, step)
         self.writer.flush()
 
+    @_events
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """A HParams session naming `metrics` (scalar tags this run already wrote, e.g. val/loss): TensorBoard reads
         their last values, so no copy of them (no `hparam/*` cards) is written."""
@@ -58,5 +96,6 @@ class TensorBoardLogger:
         writer.add_summary(session_end)
         self.writer.flush()
 
+    @_events
     def close(self) -> None:
         self.writer.close()

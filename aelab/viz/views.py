@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from aelab.data.base import Split
+from aelab.files import atomic_path
 from aelab.models.base import Autoencoder, Picture
 from aelab.viz.images import grid
 
@@ -251,9 +252,11 @@ def save_figure(fig, path: Path) -> Path:
     """Write a matplotlib figure as PNG and release it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path, path.suffix, what="picture") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
 
 
