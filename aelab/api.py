@@ -126,6 +126,7 @@ def train(overrides: list[str] | None = None) -> TrainResult:
 
     from aelab.commands.train import run
     from aelab.errors import UserError
+    from aelab.files import atomic_path
     from aelab.precheck import compose_checked
 
     overrides = list(overrides or [])
@@ -135,8 +136,8 @@ def train(overrides: list[str] | None = None) -> TrainResult:
     cfg, run_dir = compose_train(overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.get("resume"):  # as Hydra writes them for the CLI (a resumed run keeps its own)
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+        for name, node in (("config.yaml", cfg), ("overrides.yaml", OmegaConf.create(overrides))):
+            with atomic_path(run_dir / ".hydra" / name, what="the run's config") as tmp:
+                OmegaConf.save(node, tmp)
     metrics = run(cfg, run_dir, overrides)
     return TrainResult(run_dir, metrics)

@@ -13,6 +13,7 @@ from aelab.errors import WriteError, os_reason
 log = logging.getLogger(__name__)
 
 
+PROBE_BYTES = 64 * 1024  # what why_not_writable writes: more than the configs and logs a run writes first
 TEMP_MARK = ".tmp-"  # in every temporary name atomic_path gives: a cleaner that globs a cache dir spares these
 
 
@@ -22,8 +23,9 @@ def data_dir() -> Path:
 
 
 def why_not_writable(path: Path | str) -> str | None:
-    """Why files cannot be written at or below `path` (None if they can): a folder is made and removed in the
-    nearest folder that exists, since permissions alone do not tell (root, read-only mounts, /proc)."""
+    """Why files cannot be written at or below `path` (None if they can): a folder and a small file are made and
+    removed in the nearest folder that exists, since permissions alone do not tell (root, read-only mounts, /proc,
+    a full disk)."""
     import tempfile
 
     path = Path(path)
@@ -34,8 +36,13 @@ def why_not_writable(path: Path | str) -> str | None:
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is not a directory"
-    try:
-        Path(tempfile.mkdtemp(prefix=".aelab-probe-", dir=existing)).rmdir()
+    try:  # a folder and a small file in it: a full disk refuses the file even where the folder fits
+        probe = Path(tempfile.mkdtemp(prefix=".aelab-probe-", dir=existing))
+        try:
+            (probe / "probe").write_bytes(bytes(PROBE_BYTES))
+        finally:
+            (probe / "probe").unlink(missing_ok=True)
+            probe.rmdir()
     except OSError as exc:
         return f"cannot write in {existing} ({exc.strerror or exc})" if existing in (
             path.expanduser().absolute(), path.expanduser().absolute().parent) \

@@ -154,6 +154,33 @@ def test_a_cache_that_cannot_be_written_is_said_once_and_the_run_goes_on(compose
     FAST_PATHS.configure("auto")
 
 
+def test_a_full_disk_is_refused_before_a_run_starts(tmp_path, full_disk) -> None:
+    from aelab.precheck import compose_checked
+
+    full_disk("probe")  # the folder fits, a file does not: Hydra's own config files would fail with a traceback
+    with pytest.raises(UserError) as error:
+        compose_checked("train", [f"hydra.run.dir={tmp_path}/run"])
+    assert error.value.key == "hydra.run.dir" and NO_SPACE in error.value.problem
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once(tmp_path, capsys) -> None:
+    from aelab.commands._common import quiet_log_file_errors
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    handler.stream = _FullFile(handler.stream, str(tmp_path / "train.log"))
+    logging.getLogger().addHandler(handler)
+    try:
+        quiet_log_file_errors()
+        for i in range(3):
+            logging.getLogger("aelab.test").warning("record %d", i)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert err.count(f"warning: could not write the log {tmp_path / 'train.log'}: {NO_SPACE}") == 1
+    assert "Traceback" not in err and "Logging error" not in err
+
+
 WRITES = [  # command, its module, extra keys, the file that meets the full disk, what the line calls it
     ("eval", eval_cmd, [], "*metrics.json*", "metrics"),
     ("sample", sample, ["n=4"], "*samples.png*", "picture"),

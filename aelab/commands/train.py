@@ -134,4 +134,4 @@ def objective_value(key: str | None, metrics: dict[str, Any] | None) -> Any:
 def _resume_hint(run_dir: Path) -> str:
     if (run_dir / "checkpoints" / "last.pt").is_file():
         return f"continue from the last checkpoint with: aelab train resume={run_dir}"
-    return "no epoch had completed, nothing was saved"
+    return "no checkpoint had been saved yet"
