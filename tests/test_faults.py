@@ -154,6 +154,27 @@ def test_a_cache_that_cannot_be_written_is_said_once_and_the_run_goes_on(compose
     FAST_PATHS.configure("auto")
 
 
+def test_a_data_cache_that_cannot_be_written_still_gives_the_data(tmp_path, full_disk, monkeypatch, caplog) -> None:
+    import gzip
+
+    import numpy as np
+
+    from aelab import files
+    from aelab.data.idx import read_idx
+
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "cache"))
+    files._unwritable_said.discard("decoded data cache")
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + np.array(array.shape, dtype=">i4").tobytes() + array.tobytes()))
+    full_disk("*.npy*")
+    with caplog.at_level(logging.WARNING, logger="aelab.files"):
+        for _ in range(2):
+            assert np.array_equal(read_idx(path), array)
+    assert len([r for r in caplog.records if "decoded data cache" in r.getMessage()]) == 1  # said once
+    assert not list((tmp_path / "cache").rglob("*.npy")) and not list((tmp_path / "cache").rglob(".*"))
+
+
 def test_a_full_disk_is_refused_before_a_run_starts(tmp_path, full_disk) -> None:
     from aelab.precheck import compose_checked
 
