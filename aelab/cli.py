@@ -20,6 +20,7 @@ COMMANDS = {
     "reconstruct": "reconstruct new images under their own names: aelab reconstruct run=<run> data=folder data.source.path=in/ out=out/",
     "score": "per-example anomaly scores and a flag: aelab score run=<run> data=csv data.path=new.csv",
     "export": "encoder and decoder as standalone files: aelab export run=<run> format=torchscript",
+    "explore": "the latent space live in the browser (a local server): aelab explore run=<run>",
 }
 
 # Hydra flags that print or configure instead of running: hand them over unchecked.

@@ -420,3 +420,27 @@ check_score = _checked(SCORE_KEYS, ("data",), first=(_run,))
 check_export = _checked(EXPORT_KEYS, first=(_run,))
 CHECKS.update(encode=check_encode, reconstruct=check_reconstruct, score=check_score, export=check_export)
 TABLES.update(encode=ENCODE_KEYS, reconstruct=RECONSTRUCT_KEYS, score=SCORE_KEYS, export=EXPORT_KEYS)
+
+
+# aelab explore (aelab/commands/explore.py): a local server for a run's latent space; it writes nothing
+EXPLORE_KEYS: dict[str, Any] = {
+    **{k: v for k, v in FROM_RUN_KEYS.items() if k != "tensorboard"},
+    "points": POSITIVE,
+    "prior": str,  # one of SAMPLE_PRIORS or none: checked by _explore_prior
+    "prior_points": COUNT,
+    "method": Annotated[str, OneOf(INTERPOLATION_METHODS)],
+    "steps": Annotated[int, Range(2, 64)],
+    "port": Annotated[int, Range(0, 65535)],
+    "open": bool,
+}
+
+
+def _explore_prior(values: dict[str, Any]) -> None:
+    from aelab.models.fitted_prior import SAMPLE_PRIORS
+
+    check_value("prior", values.get("prior"), Annotated[str, OneOf(("none", *SAMPLE_PRIORS))])
+
+
+check_explore = _checked(EXPLORE_KEYS, ("data",), first=(_run,), then=(_explore_prior,))
+CHECKS["explore"] = check_explore
+TABLES["explore"] = EXPLORE_KEYS
