@@ -115,10 +115,33 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
                 raise translate(exc, known) from None
     finally:
         GlobalHydra.instance().clear()
-    for cfg in cfgs:
+    for cfg, run in zip(cfgs, runs):
         CHECKS[command](cfg)
+        if command == "train":
+            check_shared_keys(cfg, run)
     check_output_dir(command, overrides, multirun)
     return cfgs
+
+
+def check_shared_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """A shared knob (beta, noise, latent_dim) set on the command line for a family that does not read it is
+    refused in one line: `aelab train model=ae beta=4` would otherwise train the same run and say nothing, and a
+    sweep over beta would train identical jobs for such families (so a sweep is refused too, naming the job)."""
+    from aelab.schema import SHARED_KEYS, shared_keys_read
+
+    given = {a.lstrip("+").split("=", 1)[0] for a in overrides if "=" in a}
+    ignored = [k for k in SHARED_KEYS if k in given and k not in shared_keys_read(cfg.model)]
+    if not ignored:
+        return
+    key = ignored[0]
+    family = next((a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == "model"),
+                  str(cfg.model._target_).rsplit(".", 1)[-1])
+    from importlib.resources import files
+
+    readers = sorted(p.name.removesuffix(".yaml") for p in (files("aelab.conf") / "model").iterdir()
+                     if p.name.endswith(".yaml") and key in shared_keys_read(p.read_text()))
+    raise UserError(key, f"model={family} does not read it (setting it would change nothing)",
+                    "leave it out, or use a family that reads it: " + ", ".join(readers))
 
 
 def check_output_dir(command: str, overrides: list[str], multirun: bool) -> None:

@@ -269,3 +269,16 @@ def check_against(target: Callable[..., Any], node: Mapping[str, Any], key: str,
     if callable(rule):
         rule(options, key)
     return options
+
+
+# ---- the top-level knobs families share -------------------------------------------------------------
+SHARED_KEYS = ("latent_dim", "beta", "noise")  # train.yaml's knobs that a family reads through its YAML
+
+
+def shared_keys_read(model_node: Any) -> set[str]:
+    """The shared knobs a family reads: those its YAML interpolates (`beta: ${beta}`). The YAML is the one
+    declaration: a family that has no `${beta}` ignores `beta`, and setting it is refused rather than a no-op."""
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.to_yaml(model_node, resolve=False) if not isinstance(model_node, str) else model_node
+    return {key for key in SHARED_KEYS if "${" + key + "}" in text}

@@ -17,6 +17,7 @@ from torch import Tensor
 from aelab.data.base import Split
 from aelab.engine.device import autocast
 from aelab.models.base import Autoencoder
+from aelab.schema import SHARED_KEYS, shared_keys_read
 from aelab.viz.report import PictureOptions, Report
 
 __all__ = ["PictureOptions", "Report", "measure", "mean_terms", "monitor_of", "hparams_of"]
@@ -90,7 +91,8 @@ def monitor_of(cfg: DictConfig, model: Autoencoder) -> tuple[str, str]:
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     """The hyperparameters a run is compared by (TensorBoard's HParams tab)."""
-    keys = ("latent_dim", "beta", "noise", "seed", "epochs", "batch_size", "lr")
+    shared = [k for k in SHARED_KEYS if k in shared_keys_read(cfg.model)]  # a knob the family ignores is no hparam
+    keys = (*shared, "seed", "epochs", "batch_size", "lr")
     out: dict[str, Any] = {k: cfg[k] for k in keys if k in cfg}
     out["model"] = cfg.model._target_.rsplit(".", 1)[-1]
     out["arch"] = cfg.arch._target_.rsplit(".", 1)[-1]
