@@ -60,6 +60,28 @@ def _until(driver, script: str, timeout: float = 10.0):
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: d.execute_script(script))
 
 
+COUNT_DECODES = """
+window.aelabCount = {inflight: 0, most: 0, sent: 0};
+const plain = window.fetch;
+window.fetch = (url, init) => {
+  if (!String(url).includes("api/decode")) return plain(url, init);
+  const c = window.aelabCount;
+  c.inflight += 1; c.sent += 1; c.most = Math.max(c.most, c.inflight);
+  return plain(url, init).finally(() => { c.inflight -= 1; });
+};
+"""  # counts the page's decode requests, and the most ever in flight at once
+
+
+LAST_POSITION_SHOWN = """
+const s = window.aelabExplore, c = window.aelabCount;
+if (c.inflight || s.decoder.next || !s.shown || !s.shown.plane) return false;
+const [x, y] = document.getElementById('cursor').getAttribute('transform').slice(10, -1).split(' ').map(Number);
+const [[x0, x1], [y0, y1]] = s.plane.bounds;
+const [u, v] = [x0 + x / 560 * (x1 - x0), y0 + (560 - y) / 560 * (y1 - y0)];
+return Math.abs(s.shown.plane[0] - u) < 1e-3 * (x1 - x0) && Math.abs(s.shown.plane[1] - v) < 1e-3 * (y1 - y0);
+"""  # nothing in flight or waiting, and the decode shown is that of the point under the pointer
+
+
 def _decoded(driver) -> str:
     return driver.execute_script("return document.getElementById('decoded').toDataURL()")
 
@@ -90,13 +112,20 @@ def test_the_pointer_a_slider_and_two_examples_change_the_decode(page) -> None:
     from selenium.webdriver.common.keys import Keys
 
     driver, _ = page
+    driver.execute_script(COUNT_DECODES)
     plane = driver.find_element(By.ID, "plane")
     ActionChains(driver).move_to_element_with_offset(plane, -200, -200).perform()  # the top left of the plane
     _settled(driver)
     before = _decoded(driver)
-    ActionChains(driver).move_to_element_with_offset(plane, 200, 200).perform()  # the bottom right: another code
+    sweep = ActionChains(driver, duration=0).move_to_element_with_offset(plane, -150, -150)
+    for _ in range(30):  # a fast stroke towards the bottom right: far more pointer moves than decodes
+        sweep.move_by_offset(12, 12)
+    sweep.perform()
     _until(driver, f"return document.getElementById('decoded').toDataURL() !== {before!r}")
     assert driver.find_element(By.ID, "decoded-what").text == "under the pointer"
+    _until(driver, LAST_POSITION_SHOWN)  # the latest pointer position wins: its decode is the one shown at the end
+    count = driver.execute_script("return window.aelabCount")
+    assert count["most"] == 1 and 1 <= count["sent"] <= 32  # never two decodes at once, and fewer than the moves
 
     ActionChains(driver).move_to_element(driver.find_element(By.ID, "sliders")).perform()  # off the plane
     _until(driver, "return document.getElementById('decoded-what').textContent === 'the current code'")

@@ -9,10 +9,13 @@ import http.client
 import json
 import os
 import re
+import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,7 +35,7 @@ from aelab.errors import UserError
 from aelab.viz.live.explorer import Explorer
 from aelab.viz.live.server import BadRequest
 from aelab.viz.views import traversal_order
-from conftest import TINY, cli_env
+from conftest import REPO, TINY, cli_env
 
 CPU = torch.device("cpu")
 TEST_EXAMPLES = 32  # data=synthetic data.source.n=256: test_fraction 0.125
@@ -144,6 +147,35 @@ def test_interpolation_is_the_one_aelab_interpolate_draws(served, method: str) -
     expected = decoded_paths(session.model, batch.x, None, method, 7)[0]  # (7, 1, 16, 16)
     assert np.abs(_pixels(reply["frames"]).astype(int) - _as_bytes(expected).astype(int)).max() <= 1
     assert _pixels(reply["inputs"]).shape == (2, 16, 16, 1)
+
+
+def test_a_decode_answers_well_within_50_ms(served) -> None:
+    url, _ = served
+    (x0, x1), (y0, y1) = _call(url + "api/plane")["bounds"]
+    times = []
+    for k in range(30):  # the page's pointer: the current code moved to a point of the plane
+        point = [x0 + (x1 - x0) * (k % 7) / 7, y0 + (y1 - y0) * (k % 5) / 5]
+        started_at = time.perf_counter()
+        _call(url + "api/decode", {"code": [0.0, 0.0], "plane": point, "proj": "0,1"})
+        times.append(1000 * (time.perf_counter() - started_at))
+    assert statistics.median(times) < 50, times
+
+
+def test_the_docs_requests_and_commands_work(served, run_dir) -> None:
+    url, _ = served
+    text = (REPO / "docs" / "explore.md").read_text()
+    requests = [line for block in re.findall(r"```http\n(.*?)```", text, re.S) for line in block.splitlines()]
+    assert len(requests) >= 6
+    for line in requests:
+        method, path, *body = line.split(" ", 2)
+        status, reply = _raw(url, method, path, body[0].encode() if body else None)
+        assert status == 200 and "error" not in reply, (line, reply)
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.startswith("aelab explore ")]
+    assert len(commands) >= 4
+    for line in commands:  # every key the page names exists and takes the value shown
+        overrides = [f"run={run_dir}" if a.startswith("run=") else a for a in shlex.split(line)[2:]]
+        check_explore(_compose(overrides))
 
 
 BAD_REQUESTS = [  # method, path, body, extra headers, status, words of the message

@@ -107,7 +107,8 @@ class Explorer:
         # each dimension's range (the sliders'): every code, the model's prior's 0.5%..99.5% (its quantiles), and
         # those of the draws shown (a fitted density), 5% wider
         low, high = self.codes.min(0).values, self.codes.max(0).values
-        quantiles = [prior_quantiles(model, torch.tensor([0.005, 0.995])).double()] if model.has_prior else []
+        with torch.no_grad():
+            quantiles = [prior_quantiles(model, torch.tensor([0.005, 0.995])).double()] if model.has_prior else []
         if self.prior is not None and len(self.prior) > 1:
             quantiles.append(torch.quantile(self.prior, torch.tensor([0.005, 0.995], dtype=torch.float64), dim=0))
         for q in quantiles:

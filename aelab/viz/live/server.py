@@ -102,6 +102,7 @@ class ExploreServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: ExploreServer
     protocol_version = "HTTP/1.1"  # keep-alive: the page's decodes reuse one connection
+    timeout = 60  # seconds a connection may sit idle (or a body arrive short) before its thread lets go
     server_version = "aelab-explore"
 
     # ---- routing ------------------------------------------------------------------------------

@@ -8,12 +8,17 @@
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                    "#bcbd22", "#17becf"];
   const colour = (k) => (k < PALETTE.length ? PALETTE[k] : `hsl(${(k * 137.5) % 360}, 60%, 45%)`);
-  const fmt = (v) => (v === null || v === undefined ? "–" : Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3)
-    ? v.toExponential(2) : v.toFixed(Math.abs(v) >= 100 ? 1 : 3));
+  const fmt = (v) => {
+    if (v === null || v === undefined) return "–";
+    const a = Math.abs(v);
+    if (a >= 1e7 || (a !== 0 && a < 1e-3)) return v.toExponential(3);
+    return v.toFixed(a >= 1000 ? 0 : a >= 100 ? 1 : 3);
+  };
 
   const state = {
     info: null, plane: null, proj: null, pointsPx: [],
     code: null, // the current code: what the sliders edit, and what the plane keeps off the plane
+    shown: null, // the last decode shown (its code and, on the plane, where it is)
     example: null, // the example the current code came from, until it is edited
     ends: [], // clicked examples: the interpolation's from and to
     y: null, // the class to decode with (runs that decode by class); "all": every class
@@ -53,6 +58,7 @@
   }
   const decoder = new Latest("api/decode", onDecoded);
   const interpolator = new Latest("api/interpolate", onInterpolated);
+  Object.assign(state, {decoder, interpolator});
 
   function status(text) { $("status").textContent = text; $("status").className = ""; }
   function showError(error) { $("status").textContent = `error: ${error.message}`; $("status").className = "error"; }
@@ -240,6 +246,7 @@
       else if (meta.source === "plane" || meta.source === "slider") state.example = null;
       if (reply.plane) place("marker", toPx(...reply.plane));
     }
+    state.shown = reply; // what the page shows now
     const current = meta.commit || meta.source === "restore";
     showDecoded(reply.decoded, current ? state.example : null, meta.commit ? "the current code" : "under the pointer");
     if (meta.source !== "slider") setSliders(reply.code);
