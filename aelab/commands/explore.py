@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -22,8 +22,12 @@ from aelab.commands._common import run_command
 from aelab.commands.session import RunSession, choose_sampler, open_run
 from aelab.config_check import check_explore
 
+if TYPE_CHECKING:
+    from aelab.viz.live.explorer import Explorer
+    from aelab.viz.live.server import ExploreServer
 
-def build_explorer(session: RunSession, cfg: DictConfig):
+
+def build_explorer(session: RunSession, cfg: DictConfig) -> Explorer:
     """The model side of the page: the split's codes, the prior's draws behind them, lerp and slerp."""
     import torch
 
@@ -47,7 +51,7 @@ def build_explorer(session: RunSession, cfg: DictConfig):
 
 
 @contextmanager
-def started(cfg: DictConfig) -> Iterator[tuple[Any, RunSession]]:
+def started(cfg: DictConfig) -> Iterator[tuple[ExploreServer, RunSession]]:
     """The server bound (a busy port fails before the run is loaded) and the run opened; serving is the caller's
     (serve_forever here, a thread in the tests). Closed however the block ends."""
     from aelab.viz.live.server import ExploreServer
@@ -62,7 +66,7 @@ def started(cfg: DictConfig) -> Iterator[tuple[Any, RunSession]]:
         server.server_close()
 
 
-def serve(server) -> None:
+def serve(server: ExploreServer) -> None:
     """Serve until Ctrl-C (or SIGTERM): both end the loop here, and the command returns normally. SIGINT is
     caught even where it was ignored at start (a shell script's background job), so Ctrl-C always stops it."""
     def stop(signum, frame):

@@ -185,7 +185,13 @@ class Handler(BaseHTTPRequestHandler):
         if length is None or not length.isdigit():
             raise BadRequest("body: no Content-Length", HTTPStatus.LENGTH_REQUIRED)
         if int(length) > MAX_BODY:
-            self.close_connection = True  # the unread body must not be taken for the next request
+            self.close_connection = True  # what is left unread must not be taken for the next request
+            left = min(int(length), 16 * MAX_BODY)  # read (and drop) a modest body, so the client gets the answer
+            while left > 0:  # instead of a reset connection; a huge one is cut off
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
             raise BadRequest(f"body: {length} bytes (at most {MAX_BODY})", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         raw = self.rfile.read(int(length))
         try:
