@@ -91,3 +91,21 @@ def test_data_stays_fixed_across_seeds(compose_cfg) -> None:
     a = build_data(compose_cfg([*TINY, "seed=1"]).data, torch.device("cpu"))
     b = build_data(compose_cfg([*TINY, "seed=2"]).data, torch.device("cpu"))
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.val.x, b.val.x)
+
+
+def test_the_trainers_settings_are_trainer_options_with_every_default_in_the_yaml(compose_cfg) -> None:
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from aelab.engine.options import TrainerOptions
+    from conftest import REPO
+
+    declared = dataclasses.fields(TrainerOptions)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in declared)
+    assert {f.name for f in declared} == set(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"))
+    cfg = compose_cfg(["data=synthetic", "model=ae", "trainer.log_every=7", "epochs=3"])
+    stored = OmegaConf.to_container(cfg.trainer, resolve=True)
+    del stored["early_stopping"], stored["fast_paths"]  # a run saved before these keys existed
+    options = TrainerOptions.from_config(stored)
+    assert (options.log_every, options.epochs, options.early_stopping, options.fast_paths) == (7, 3, None, "auto")

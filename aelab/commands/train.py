@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.commands._common import remove_if_only_hydra, run_command, save_json
 from aelab.sweep.threads import apply_threads
 from aelab.config_check import check_train
+from aelab.engine.options import defaults_for
 from aelab.errors import UserError
 
 
@@ -24,6 +25,8 @@ def resume_config(stored_raw: dict[str, Any], overrides: list[str]) -> DictConfi
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg = OmegaConf.create(stored_raw)
+    for key, value in defaults_for(cfg.trainer).items():  # a run stored before a trainer key existed
+        cfg.trainer[key] = value
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key == "resume" or key.startswith("hydra"):
@@ -42,6 +45,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     from aelab.engine.build import build, build_trainer
     from aelab.engine.checkpoint import load_latest
     from aelab.engine.device import resolve_device
+    from aelab.engine.options import TrainerOptions
     from aelab.engine.distributed import setup_distributed
     from aelab.engine.report import hparams_of
     from aelab.viz.logger import NullLogger
@@ -55,7 +59,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         check_train(cfg)
     threads = apply_threads(cfg.get("threads", "auto"))
     torch.manual_seed(int(cfg.seed))
-    dist, device = setup_distributed(cfg.trainer.get("strategy", "auto"), resolve_device(cfg.device))
+    dist, device = setup_distributed(TrainerOptions.from_config(cfg.trainer).strategy, resolve_device(cfg.device))
     trainer, data = build_trainer(cfg, device, run_dir, dist)
     if resumed is not None:
         trainer.load_state_dict(resumed)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab.engine.build import build_model
 from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
+from aelab.engine.options import TrainerOptions
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder
 from aelab.nets.fastpath import FAST_PATHS
@@ -38,8 +39,7 @@ def load_run(run_dir: str | Path, which: str = "last", device: torch.device | No
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(key, f"checkpoint in {run_dir} does not match its config: {reason}") from None
     model.to(device or torch.device("cpu")).eval()
-    trainer = config.get("trainer") or {}
-    fast = trainer.get("fast_path")
-    FAST_PATHS.configure(trainer.get("fast_paths", "auto"), dict(fast) if fast else None)
+    options = TrainerOptions.from_config(config.trainer)
+    FAST_PATHS.configure(options.fast_paths, options.forced_fast_paths())
     FAST_PATHS.adopt(state.get("fast_paths"))  # the kernels the run measured itself with
     return LoadedRun(run_dir, model, config, info, state)

@@ -5,7 +5,10 @@ precisions, declared once and torch-free, so the pre-check reads the same declar
 list of each kind of value: engine/device.py and engine/distributed.py take theirs from here.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
 from aelab.errors import UserError
@@ -21,26 +24,41 @@ CHECKPOINTS = ("last", "best")  # checkpoints/<name>.pt a run keeps, and what `c
 
 @dataclass(frozen=True)
 class TrainerOptions:
-    """trainer.*: the loop's settings (the family and the data have their own schemas)."""
+    """trainer.*: the loop's settings (the family and the data have their own schemas). The trainer reads its
+    settings from an instance of this, and only from it. Every default has one home, conf/trainer/default.yaml
+    (what `--cfg job` shows): here are the types, ranges and rules, and `from_config` fills a key an older run's
+    stored config lacks from that file."""
 
     epochs: Annotated[int, Range(0, None)]
     batch_size: Annotated[int, Range(1, None)]
     optimizer: dict[str, Any]  # a _target_ node (torch.optim.*), checked against its own signature
-    scheduler: dict[str, Any] | None = None  # a _target_ node stepped once per epoch
-    grad_clip: Annotated[float | None, Range(0, None, low_open=True)] = None
-    log_every: Annotated[int, Range(1, None)] = 50
-    eval_batch_size: Annotated[int, Range(1, None)] = 1024
-    limit_batches: Annotated[int | None, Range(1, None)] = None
-    checkpoint_every: Annotated[int | None, Range(1, None)] = None
-    skip_nonfinite: Annotated[int | None, Range(0, None)] = None
-    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"
-    compile: bool = False
-    strategy: Annotated[str, OneOf(STRATEGIES)] = "auto"
-    monitor: str | None = None
-    monitor_mode: Annotated[str, OneOf(MODES)] = "auto"
-    early_stopping: Annotated[int | None, Range(1, None)] = None
-    fast_paths: Annotated[str, OneOf(fastpath.MODES)] = "auto"
-    fast_path: dict[str, Any] | None = None  # one path forced: {linear: on, conv_layout: off, ...}
+    scheduler: dict[str, Any] | None  # a _target_ node stepped once per epoch
+    grad_clip: Annotated[float | None, Range(0, None, low_open=True)]
+    log_every: Annotated[int, Range(1, None)]
+    eval_batch_size: Annotated[int, Range(1, None)]
+    limit_batches: Annotated[int | None, Range(1, None)]
+    checkpoint_every: Annotated[int | None, Range(1, None)]
+    skip_nonfinite: Annotated[int | None, Range(0, None)]
+    precision: Annotated[str, OneOf(PRECISIONS)]
+    compile: bool
+    strategy: Annotated[str, OneOf(STRATEGIES)]
+    monitor: str | None
+    monitor_mode: Annotated[str, OneOf(MODES)]
+    early_stopping: Annotated[int | None, Range(1, None)]
+    fast_paths: Annotated[str, OneOf(fastpath.MODES)]
+    fast_path: dict[str, Any] | None  # one path forced: {linear: on, conv_layout: off, ...}
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any]) -> TrainerOptions:
+        """The options of a (composed or stored) trainer node, interpolations resolved."""
+        from omegaconf import DictConfig, OmegaConf
+
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        values = {**defaults_for(values), **values}
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def forced_fast_paths(self) -> dict[str, str | None] | None:
+        return dict(self.fast_path) if self.fast_path else None
 
     @classmethod
     def check_options(cls, options: dict[str, Any], key: str) -> None:
@@ -60,3 +78,17 @@ class TrainerOptions:
         monitor = options.get("monitor")
         if monitor is not None and not str(monitor).startswith(("val/", "train/")):
             raise UserError(f"{key}.monitor", f"unknown metric {monitor!r}", "a validation metric such as val/recon")
+
+
+def defaults_for(node: Mapping[str, Any]) -> dict[str, Any]:
+    """conf/trainer/default.yaml's values of the keys `node` lacks (a run stored before a key existed): the one
+    home of the trainer's defaults. The keys that default.yaml interpolates (epochs, ...) every stored run has."""
+    missing = [f.name for f in fields(TrainerOptions) if f.name not in node]
+    if not missing:
+        return {}
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    stored = OmegaConf.create((files("aelab.conf") / "trainer" / "default.yaml").read_text())
+    return {name: OmegaConf.to_container(stored, resolve=False)[name] for name in missing}

@@ -77,13 +77,13 @@ def measure(model: Autoencoder, split: Split, *, step: int, batch_size: int, amp
     return report
 
 
-def monitor_of(cfg: DictConfig, model: Autoencoder) -> tuple[str, str]:
+def monitor_of(monitor: str | None, monitor_mode: str, model: Autoencoder) -> tuple[str, str]:
     """The validation metric that says "a better model" (trainer.monitor, else the family's own) and whether
     lower or higher is better (trainer.monitor_mode, else the metric's own direction)."""
     from aelab.metrics.directions import direction
 
-    name = cfg.get("monitor") or f"val/{model.monitor}"
-    mode = cfg.get("monitor_mode") or "auto"
+    name = monitor or f"val/{model.monitor}"
+    mode = monitor_mode or "auto"
     if mode == "auto":
         mode = direction(name) or "min"
     return str(name), str(mode)

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aelab.data.base import DataModule, Split
 from aelab.engine.checkpoint import checkpoint_path, save_checkpoint
 from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
 from aelab.engine.eager_optim import eager_step, skip_dynamo_import
+from aelab.engine.options import TrainerOptions
 from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.report import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
@@ -58,18 +59,17 @@ class Trainer:
     def __init__(self, model: Autoencoder, data: DataModule, cfg: DictConfig, *, device: torch.device,
                  logger: Logger, run_dir: Path, seed: int, extra_state: dict[str, Any] | None = None,
                  dist: Distributed | None = None) -> None:
-        self.model, self.data, self.cfg, self.device = model.to(device), data, cfg, device
+        self.model, self.data, self.device = model.to(device), data, device
+        self.options = options = TrainerOptions.from_config(cfg)  # every setting the loop reads, typed
         self.logger, self.run_dir, self.extra_state = logger, Path(run_dir), extra_state or {}
         self.dist = dist or Distributed()
         self.phases = model.phases()
         self.ddp = self.dist.wrap(self.model, several_phases=len(self.phases) > 1)
-        fast = cfg.get("fast_path")
-        FAST_PATHS.configure(cfg.get("fast_paths", "auto"), dict(fast) if fast else None,
-                             timing=not self.dist.enabled)
-        eager = not cfg.get("compile")
+        FAST_PATHS.configure(options.fast_paths, options.forced_fast_paths(), timing=not self.dist.enabled)
+        eager = not options.compile
         if eager:
             skip_dynamo_import()  # 1.8 s of start-up an eager run does not need: see eager_optim
-        make_optimizer = fused_if_available(build(cfg.optimizer, "trainer.optimizer"), device)
+        make_optimizer = fused_if_available(build(OmegaConf.create(options.optimizer), "trainer.optimizer"), device)
         base_lr = make_optimizer.keywords.get("lr")
         self.optimizers = [
             make_optimizer(p.parameters) if p.lr_scale == 1.0 or base_lr is None
@@ -79,23 +79,23 @@ class Trainer:
         if eager:
             for optimizer in self.optimizers:
                 eager_step(optimizer)
-        make_scheduler = build(cfg.scheduler, "trainer.scheduler") if cfg.get("scheduler") else None
+        make_scheduler = build(OmegaConf.create(options.scheduler), "trainer.scheduler") if options.scheduler else None
         self.schedulers = [make_scheduler(o) for o in self.optimizers] if make_scheduler else []
-        self.amp_dtype = autocast_dtype(cfg.precision, device)
+        self.amp_dtype = autocast_dtype(options.precision, device)
         # fp16 needs its gradients scaled so small ones do not flush to zero; bf16 and fp32 do not
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         # opt-in: compilation costs seconds up front and pays off on long runs
-        self.loss_fn = torch.compile(model.losses) if cfg.get("compile") else model.losses
+        self.loss_fn = torch.compile(model.losses) if options.compile else model.losses
         self.seed = seed
         self.data_rng = torch.Generator().manual_seed(seed)  # shuffling order; checkpointed
-        self.monitor, self.monitor_mode = monitor_of(cfg, model)
+        self.monitor, self.monitor_mode = monitor_of(options.monitor, options.monitor_mode, model)
         self.step, self.epoch = 0, 0
         self.best, self.best_epoch = (math.inf if self.monitor_mode == "min" else -math.inf), 0
         self.stopped_early = False
         self.batch_in_epoch = 0  # > 0 only in a checkpoint written mid-epoch
         self.epoch_start_rng = self.data_rng.get_state()  # replays the epoch's permutation on resume
         self.partial_sums: dict[str, float] = {}  # the epoch's running loss sums at a mid-epoch checkpoint
-        skip = cfg.get("skip_nonfinite")
+        skip = options.skip_nonfinite
         if skip and self.dist.enabled:  # ranks skipping different batches would fall out of step
             raise UserError("trainer.skip_nonfinite", "is not available with distributed training", "null")
         self.skip_budget, self.skipped = (int(skip) if skip else None), 0
@@ -106,13 +106,13 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train until cfg.epochs; resumes mid-epoch if the loaded state stopped there."""
-        epochs, bs = int(self.cfg.epochs), int(self.cfg.batch_size)
-        limit = self.cfg.get("limit_batches")
+        """Train until trainer.epochs; resumes mid-epoch if the loaded state stopped there."""
+        epochs, bs = self.options.epochs, self.options.batch_size
+        limit = self.options.limit_batches
         n_batches = math.ceil(len(self.data.train) / bs)
         n_batches = min(n_batches, int(limit)) if limit else n_batches
         if self.epoch == 0 and self.batch_in_epoch == 0:  # closed-form families (PCA) fit here; others: no-op
-            self.model.fit_closed_form(self.data.train, int(self.cfg.eval_batch_size))
+            self.model.fit_closed_form(self.data.train, self.options.eval_batch_size)
         self._check_monitor()
         with EpochProgress(epochs, quiet=not self.dist.is_main) as progress, StopSignals() as self.stop:
             for epoch in range(self.epoch + 1, epochs + 1):
@@ -121,7 +121,7 @@ class Trainer:
                 self._end_epoch(train, progress)
                 if self._stop_requested():  # the epoch checkpoint was just written
                     raise TrainingInterrupted(self.stop.requested or "SIGTERM", self.step)
-                patience = self.cfg.get("early_stopping")
+                patience = self.options.early_stopping
                 if patience and self.epoch - self.best_epoch >= int(patience):
                     self.stopped_early = True
                     log.info("early stopping after epoch %d: %s has not improved for %d epochs (best %.6g at epoch %d)",
@@ -132,7 +132,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, n_batches: int, bs: int, progress: EpochProgress) -> dict[str, float]:
         self.model.train()
-        log_every, save_every = int(self.cfg.log_every), self.cfg.get("checkpoint_every")
+        log_every, save_every = self.options.log_every, self.options.checkpoint_every
         if self.batch_in_epoch == 0:
             self.epoch_start_rng = self.data_rng.get_state()
         else:  # resuming mid-epoch: replay this epoch's permutation from where it stopped
@@ -220,8 +220,8 @@ class Trainer:
             else:
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(optimizer)  # clip and log the true gradients
-            if self.cfg.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(phase.parameters, float(self.cfg.grad_clip))
+            if self.options.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(phase.parameters, float(self.options.grad_clip))
                 logged[f"grad_norm_{phase.name}"] = norm.detach()
             if self.scaler is None:
                 optimizer.step()
@@ -244,7 +244,7 @@ class Trainer:
     def evaluate(self, split: Split, pictures=None) -> Report:
         """The report of a split: mean loss terms (plus their sum as `loss`), the family's diagnostics and,
         when a sink shows them, pictures (aelab/engine/report.py)."""
-        return measure(self.model, split, step=self.step, batch_size=int(self.cfg.eval_batch_size),
+        return measure(self.model, split, step=self.step, batch_size=self.options.eval_batch_size,
                        amp_dtype=self.amp_dtype, pictures=pictures, class_names=self.data.class_names,
                        read=lambda sums: self._read(sums, 1))
 
@@ -304,7 +304,7 @@ class Trainer:
         seconds = self.epoch_seconds[-1]
         shown = f"  {self.monitor} {value:.4f}" if self.monitor != "val/loss" else ""
         progress.epoch_done(
-            f"epoch {self.epoch}/{int(self.cfg.epochs)}  train/loss {train['loss']:.4f}  "
+            f"epoch {self.epoch}/{self.options.epochs}  train/loss {train['loss']:.4f}  "
             f"val/loss {val['loss']:.4f}{shown}{' *' if improved else ''}  {seconds:.1f}s"
         )
 
