@@ -148,7 +148,7 @@ def build_cache(images: Images, path: Path, workers: int | None = None) -> int:
     """
     n = len(images.files)
     workers = worker_count(n) if workers is None else workers
-    with atomic_path(path, ".npy") as tmp:  # per process: parallel sweep jobs never share one
+    with atomic_path(path, ".npy", what="image cache") as tmp:  # per process: parallel sweep jobs never share one
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(n, images.channels, images.size, images.size))
         del out  # the header and the file's full length are written; workers map it themselves
