@@ -6,7 +6,7 @@
     python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
     python scripts/gallery.py --page                 # only the page again, e.g. after editing a caption
 
-Each preset of conf/experiment/ has one entry below: the commands that draw its pictures (`aelab eval` with
+Each preset of conf/experiment/ has one entry in scripts/gallery.yaml: the commands that draw its pictures (`aelab eval` with
 views.files=true, `aelab sample`, `aelab interpolate`, `aelab traverse`, `aelab fit-prior`, `aelab report`),
 which of their files go to docs/gallery/<preset>/, and one line on what the course teaches with each. The list
 of presets comes from the folder, so a new preset without an entry stops the script instead of being skipped.
@@ -99,234 +99,26 @@ STUDY_QUICK = ("hydra.sweeper.params.seed=0", "hydra.sweeper.params.study_arm='b
                 "'disentanglement.num_eval=100','disentanglement.variance_points=200','disentanglement.batch_size=16']"))
 
 
-def recon(caption: str) -> Step:
-    return Step("eval", EVAL, (Shot("reconstructions.png", "reconstructions", "Reconstructions", caption),))
+TABLE = Path(__file__).with_name("gallery.yaml")  # the entries as data: commands, shots, captions
 
 
-# dSprites' validation split (1% of the grid, 7,373 images) instead of its 36,864 test images: the same pictures
-DSPRITES_RECON = Step("eval", (*EVAL, "split=val"), (
-    Shot("reconstructions.png", "reconstructions", "Reconstructions",
-         "dSprites shapes (validation images) and their reconstructions: position and scale come back first, "
-         "the shape and its rotation need longer training."),))
+def load_entries(path: Path = TABLE) -> tuple[Entry, ...]:
+    """The entries of gallery.yaml, in its order; "@eval" in a step's args stands for EVAL."""
+    import yaml
 
-ENTRIES: tuple[Entry, ...] = (
-    Entry("pca_denoising", (
-        Step("eval", EVAL, (
-            Shot("denoising.png", "denoising", "Denoising by projection",
-                 "Rows of three: noisy test digits (std 0.3), their projection on the principal components that keep "
-                 "90% of the variance, the clean digits: the linear baseline every denoising AE is compared with."),)),)),
-    Entry("ae_2d", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
-                 "A plain AE's 2-D codes of the test digits by class: classes in streaks and clumps of any shape "
-                 "and scale, with empty space between them; nothing asks the codes to fill a known region."),
-            Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "Inputs and reconstructions in alternate rows: two numbers per digit keep the class and rough "
-                 "shape, not the details."))),
-        Step("sample", (), (
-            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
-                 "A 15x15 grid over the codes' 1%..99% range, decoded: where it crosses the empty space the "
-                 "decoder draws blends that are no digit, which is why a plain AE is no generative model."),)))),
-    Entry("dae_24d", (
-        Step("eval", EVAL, (
-            Shot("denoising.png", "denoising", "Denoising",
-                 "Rows of three: test digits with Gaussian noise of std 0.3, what the denoising AE makes of them, the "
-                 "clean digits: trained to map corrupted inputs to clean targets, it removes the noise."),)),)),
-    Entry("sparse_ae_l1", (
-        Step("eval", EVAL, (
-            Shot("mean_activation_per_class.png", "mean_activation_per_class", "Mean activation per class",
-                 "The 900 code units as a 30x30 tile per digit class, bright = active on average: under the L1 "
-                 "penalty each class uses few units of the over-complete code, and classes use different ones."),
-            Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "An over-complete code reconstructs well; the penalty, not the size, keeps it from copying."))),)),
-    Entry("sparse_ae_kl", (
-        Step("eval", EVAL, (
-            Shot("mean_activation_per_class.png", "mean_activation_per_class", "Mean activation per class",
-                 "The same 30x30 tiles with the KL penalty: each unit's mean activation is pulled to rho = 0.1, so "
-                 "activity is spread more evenly over the units than under L1."),)),)),
-    Entry("ae_interpolation", (
-        Step("interpolate", ("by=class", "from=7", "to=6", "steps=12", "arithmetic=7 - 1 + 4"), (
-            Shot("interpolation.png", "interpolation", "Interpolation strip",
-                 "The first test 7 and the first test 6 at the ends, the straight line between their 24-D codes "
-                 "decoded in between: the strokes bend from one digit into the other (through whatever digits lie "
-                 "between their codes), where a cross-fade of pixels would only overlay them."),
-            Shot("interpolation.gif", "interpolation", "Interpolation GIF", "The same path, played back and forth."),
-            Shot("arithmetic.png", "arithmetic", "Vector arithmetic",
-                 "The mean codes of the test 7s, 1s and 4s decoded, then mean(7) - mean(1) + mean(4) decoded: "
-                 "adding and subtracting codes combines the classes' features (the 7's bar, the 4's strokes)."))),)),
-    Entry("vae_kl_only", (
-        Step("eval", EVAL, (
-            Shot("reconstructions.png", "reconstructions", "Reconstructions after posterior collapse",
-                 "Trained on the KL term alone, every posterior equals the prior N(0, I): the code carries nothing "
-                 "about the input, and with no reconstruction term the decoder learns nothing either, so every "
-                 "digit comes back as the same flat grey."),
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
-                 "All posterior means sit at the origin whatever the class: the collapse seen in the codes."))),)),
-    Entry("vae_2d", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
-                 "A VAE's 2-D posterior means by class: the KL term packs them into a round cloud around the origin "
-                 "like the N(0, I) prior, classes side by side without empty space between them."),)),
-        Step("sample", (), (
-            Shot("latent_grid.png", "latent_grid", "Decoded latent plane",
-                 "A 15x15 grid over the prior's 5%..95% quantiles, decoded: every point is a plausible digit and "
-                 "digits morph smoothly into their neighbours, the course's picture of a VAE's latent space."),
-            Shot("samples.png", "samples", "Prior samples",
-                 "64 draws z ~ N(0, I) decoded: a generative model, blurry with only two dimensions."))))),
-    Entry("vae_24d", (
-        Step("eval", (*EVAL, "tensorboard=true", "views.tsne=1000"), (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
-                 "The 24-D posterior means on their first two principal components: classes overlap in any "
-                 "2-D linear view of a 24-D code."),
-            Shot("latent_manifold_tsne.png", "latent_manifold_tsne", "Latent manifold (t-SNE)",
-                 "t-SNE of the same codes (up to 1,000): the classes are separate clusters in 24-D."),
-            Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "Inputs and reconstructions in alternate rows: 24 dimensions keep most digits' shape (compare "
-                 "ae_2d's two), blurred by the Bernoulli VAE; a few come back as a neighbouring class."))),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Prior samples",
-                 "64 draws from N(0, I) decoded: sharper than with 2-D codes, with some draws that are no digit "
-                 "where the prior has mass the codes never used."),)),
-        Step("interpolate", ("by=class", "from=3", "to=8", "steps=12", "method=slerp"), (
-            Shot("interpolation.png", "interpolation", "Spherical interpolation",
-                 "The first 3 to the first 8 along a slerp path of the 24-D codes, a path that stays at the norm "
-                 "typical of N(0, I) draws, so every step decodes to a digit-like image."),
-            Shot("interpolation.gif", "interpolation", "Spherical interpolation GIF", "The same path as a GIF."))))),
-    Entry("ae_toy2d", (
-        Step("eval", EVAL, (
-            Shot("decoded_curve.png", "decoded_curve", "Decoded curve",
-                 "The decoder of a 1-D code is one continuous curve: it cannot cover both the sine arc and the "
-                 "circle, so it runs through one shape and jumps across to the other."),
-            Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "Points (left) and their reconstructions (right), coloured by shape: every reconstruction lies on "
-                 "the one curve."))),)),
-    Entry("cae_toy2d", (
-        Step("eval", EVAL, (
-            Shot("decoded_curve.png", "decoded_curve", "Decoded curves per class",
-                 "With the label given to the decoder, each class gets its own curve: the 1-D code only places the "
-                 "point along its shape, and both shapes are covered."),
-            Shot("reconstructions.png", "reconstructions", "Reconstructions",
-                 "Points and their reconstructions: both shapes are reproduced."))),)),
-    Entry("cvae_2d", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold",
-                 "A conditional VAE's 2-D codes by class: the classes overlap, because the label is given to the "
-                 "decoder and the code only has to hold the style (slant, thickness)."),)),
-        Step("sample", ("style_from=2", "by=class"), (
-            Shot("style_transfer.png", "style_transfer", "Style transfer",
-                 "The first test 2, then its code decoded with each label 0..9: the same slant and stroke in every "
-                 "class."),
-            Shot("samples_by_class.png", "samples_by_class", "Samples by class",
-                 "Prior draws decoded with each label, one row per class."),
-            Shot("latent_grid_class_5.png", "latent_grid_class_5", "Decoded latent plane of class 5",
-                 "The 2-D code plane decoded with label 5: moving through the plane changes the style, never the "
-                 "class (one of ten such planes)."))))),
-    Entry("aae_uniform", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Codes against the prior",
-                 "An adversarial AE's 2-D codes by class over draws of its uniform prior on [-1, 1]^2 (grey): the "
-                 "discriminator pushes the codes to fill the square."),)),
-        Step("sample", (), (
-            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
-                 "The prior's square decoded on a 15x15 grid."),
-            Shot("samples.png", "samples", "Prior samples", "Uniform draws decoded."))))),
-    Entry("aae_grid", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Codes against the grid prior",
-                 "The supervised AAE's 2-D codes of Fashion-MNIST by class over its prior (grey): nine uniform "
-                 "patches on a 3x3 lattice and a tenth below it; the discriminator, told the label, pulls each "
-                 "class towards its own patch (similar garments may still straddle the gaps between theirs)."),)),
-        Step("sample", (), (
-            Shot("latent_grid.png", "latent_grid", "Decoded latent grid",
-                 "The plane spanning the whole prior, the tenth patch included, decoded: each patch decodes to one "
-                 "kind of garment, the gaps to blends."),
-            Shot("samples_by_class.png", "samples_by_class", "Samples by class",
-                 "Draws from each class's patch, one row per class: where a class's codes missed their patch, its "
-                 "row shows what the decoder learned there instead."))))),
-    Entry("iwae_mnist", (
-        recon("Inputs and reconstructions of the importance-weighted AE (k = 5, 50-D codes)."),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Prior samples",
-                 "N(0, I) draws decoded; the tighter bound is measured by `aelab eval`'s IS-NLL, not seen here."),)))),
-    Entry("hierarchical_vae_mnist", (
-        recon("Inputs and reconstructions through two stochastic layers (100-D, then the 50-D code)."),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Prior samples",
-                 "Ancestral draws: the top code from N(0, I), the middle layer from its conditional, then decoded."),)))),
-    Entry("vamp_mnist", (
-        recon("Inputs and reconstructions of the VampPrior VAE (40-D codes)."),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Samples from the VampPrior",
-                 "Draws from the prior that is the mixture of the posteriors at 500 learned pseudo-inputs: the prior "
-                 "sits where the codes are, so fewer draws fall between digits."),)))),
-    Entry("wae_mnist", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
-                 "The WAE's deterministic 8-D codes on their first two principal components: MMD to N(0, I) on the "
-                 "batch's codes as a whole, not per example."),)),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Prior samples",
-                 "N(0, I) draws through the decoder: the codes as a whole match the prior, so most draws are digits."),)))),
-    Entry("info_vae_mmd", (
-        Step("eval", EVAL, (
-            Shot("latent_manifold.png", "latent_manifold", "Latent manifold (PCA)",
-                 "The MMD-VAE's 16-D posterior means on their first two principal components: with no per-example "
-                 "KL each class keeps its own region, while the MMD matches the codes as a whole to N(0, I)."),)),
-        Step("sample", (), (
-            Shot("samples.png", "samples", "Prior samples", "N(0, I) draws decoded."),)))),
-    Entry("rae_mnist", (
-        recon("Inputs and reconstructions of the regularised (deterministic) AE."),
-        Step("fit-prior", ("prior=gmm", "components=10")),
-        Step("sample", (), (
-            Shot("samples_gmm.png", "samples_gmm", "Samples from a fitted mixture",
-                 "Two-stage sampling: the RAE has no prior, so a 10-component Gaussian mixture is fitted to its "
-                 "training codes (`aelab fit-prior`) and its draws are decoded."),)))),
-    Entry("vq_vae_mnist", (
-        recon("Inputs and reconstructions through a 7x7 grid of 512 codebook vectors: close to the inputs."),
-        Step("fit-prior", ("prior=pixelcnn",), quick=("epochs=1", "max_codes=256")),  # fit-prior's 20 epochs
-        Step("sample", (), (
-            Shot("samples_pixelcnn.png", "samples_pixelcnn", "Samples from the PixelCNN prior",
-                 "A VQ-VAE has no prior of its own: a PixelCNN learns the 7x7 grids of code indices and its draws "
-                 "are decoded: sharp strokes, some of them recognisable digits, from a small PixelCNN fitted for "
-                 "minutes (the paper's trains far longer)."),)))),
-    Entry("beta_tcvae_dsprites", (
-        Step("traverse", ("dims=10", "steps=10"), (
-            Shot("traversal.png", "traversal", "Latent traversal",
-                 "One dSprites image's code with each of the 10 dimensions (rows, by KL) swept over the prior's "
-                 "2%..98%: penalising total correlation pushes each active dimension to move one factor (x, y, "
-                 "scale first; shape and rotation take longer training), the rest stay unused."),
-            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
-        DSPRITES_RECON),
-        gallery=("epochs=4",), why="4 epochs of the preset's 200 batches of 256 instead of 20"),
-    Entry("factor_vae_dsprites", (
-        Step("traverse", ("dims=10", "steps=10"), (
-            Shot("traversal.png", "traversal", "Latent traversal",
-                 "The FactorVAE's dimensions (rows, by KL) swept: a discriminator's estimate of total correlation "
-                 "is penalised (gamma = 40) to make each dimension move one factor; at lr 1e-4 and the gallery's 3 "
-                 "of 10 epochs the sweeps still mix position and size, and split the shape at the range's ends."),
-            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
-        DSPRITES_RECON),
-        gallery=("epochs=3",), why="3 epochs of the preset's 800 batches of 64 instead of 10"),
-    Entry("dip_vae_dsprites", (
-        Step("traverse", ("dims=10", "steps=10"), (
-            Shot("traversal.png", "traversal", "Latent traversal",
-                 "DIP-VAE-I's dimensions (rows, by KL) swept: pushing the covariance of the posterior means to the "
-                 "identity keeps all ten in use and decorrelated; after the gallery's 2 of 10 epochs most sweeps "
-                 "still change size, elongation and position together."),
-            Shot("traversal.gif", "traversal", "Latent traversal GIF", "Every dimension's sweep played at once."))),
-        DSPRITES_RECON),
-        gallery=("epochs=2",), why="2 epochs of the preset's 800 batches of 64 instead of 10"),
-    Entry("disentangle_study", (
-        Step("report", ("x=null",), (
-            Shot("report.md", "report", "The study's table",
-                 "Every arm's disentanglement scores (BetaVAE, FactorVAE, MIG, SAP, DCI) and reconstruction, best "
-                 "MIG in bold: the comparison of Locatello et al. at CPU size."),)),
-        Step("traverse", ("run={best_run}", "dims=10", "steps=10"), (
-            Shot("traversal.png", "traversal", "Traversal of the best arm",
-                 "The arm with the highest MIG in the table, its seed-0 run: each row sweeps one dimension (by KL)."),))),
-        gallery=("hydra.sweeper.params.seed=0",), why="seed 0 only (7 jobs) instead of seeds 0, 1, 2 (21 jobs)",
-        study=True),
-)
+    def args(values: list[str]) -> tuple[str, ...]:
+        return tuple(a for v in values for a in (EVAL if v == "@eval" else (v,)))
+
+    return tuple(
+        Entry(preset, tuple(Step(step["command"], args(step.get("args", [])),
+                                 tuple(Shot(**shot) for shot in step.get("shots", [])), tuple(step.get("quick", [])))
+                            for step in entry["steps"]),
+              tuple(entry.get("gallery", [])), entry.get("why", ""), tuple(entry.get("quick", [])),
+              bool(entry.get("study", False)))
+        for preset, entry in yaml.safe_load(path.read_text()).items())
+
+
+ENTRIES: tuple[Entry, ...] = load_entries()
 
 
 # ---- presets and the command line -----------------------------------------------------------------------
