@@ -309,6 +309,10 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(trained,
     with pytest.raises(UserError) as error:
         eval_cmd.run(compose_cfg([f"run={trained}"], config_name="eval"))
     assert error.value.key == "run" and "Read-only file system" in error.value.problem
+    from aelab.commands.session import open_run
+
+    with open_run(compose_cfg([f"run={trained}"], config_name="explore"), "explore", writes=False) as session:
+        assert session.model is not None  # a command that writes nothing still opens a read-only run
     with pytest.raises(UserError) as error:
         report.run(compose_cfg([f"dir={trained.parent}", f"out={trained}"], config_name="report"))
     assert error.value.key == "out"

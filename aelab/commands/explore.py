@@ -59,7 +59,7 @@ def started(cfg: DictConfig) -> Iterator[tuple[ExploreServer, RunSession]]:
     check_explore(cfg)
     server = ExploreServer(int(cfg.port))
     try:
-        with open_run(cfg, "explore") as session:
+        with open_run(cfg, "explore", writes=False) as session:
             server.app = build_explorer(session, cfg)
             yield server, session
     finally:

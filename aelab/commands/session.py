@@ -102,7 +102,7 @@ class ResultWriter:
 class RunSession:
     """A trained run opened for one command."""
 
-    def __init__(self, cfg: DictConfig, command: str) -> None:
+    def __init__(self, cfg: DictConfig, command: str, writes: bool = True) -> None:
         import torch
         from threadpoolctl import threadpool_limits
 
@@ -116,7 +116,7 @@ class RunSession:
         torch.manual_seed(int(cfg.get("seed", 0)))
         self.device: torch.device = resolve_device(cfg.get("device", "auto"))
         self.run: LoadedRun = load_run(cfg.run, cfg.get("ckpt", "last"), self.device)
-        problem = why_not_writable(self.run.run_dir / command)  # before any work, not when the results are ready
+        problem = writes and why_not_writable(self.run.run_dir / command)  # before any work, not at the end
         if problem:
             raise UserError("run", f"{problem}: `aelab {command}` writes its results in the run's folder",
                             "a run folder you can write (copy the run somewhere writable)")
@@ -192,9 +192,10 @@ class RunSession:
 
 
 @contextmanager
-def open_run(cfg: DictConfig, command: str) -> Iterator[RunSession]:
-    """A RunSession whose output folder gets its config and TensorBoard events closed however the command ends."""
-    session = RunSession(cfg, command)
+def open_run(cfg: DictConfig, command: str, writes: bool = True) -> Iterator[RunSession]:
+    """A RunSession whose output folder gets its config and TensorBoard events closed however the command ends.
+    writes=False: a command that writes nothing (explore) also opens a run in a folder it cannot write."""
+    session = RunSession(cfg, command, writes)
     try:
         yield session
     finally:
