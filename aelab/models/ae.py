@@ -8,6 +8,7 @@ from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Condition
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.nets.adapter import build_encoder
 from aelab.schema import Annotated, OneOf, Range
 
 
@@ -19,7 +20,7 @@ class AE(Autoencoder):
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
         self.weight_decay = float(weight_decay)
         extra = condition.encoder_features if condition is not None else 0
-        self.encoder = arch.encoder(self.input_shape, self.latent_dim, extra)
+        self.encoder = build_encoder(arch, self.input_shape, self.latent_dim, extra, family=type(self).__name__)
         self.decoder = arch.decoder(self.decoder_features(), self.input_shape)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:

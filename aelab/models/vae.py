@@ -11,6 +11,7 @@ from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Condition, Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
+from aelab.nets.adapter import build_encoder
 from aelab.schema import Annotated, OneOf, Range
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]) exceeds this
@@ -32,7 +33,8 @@ class VAE(Autoencoder):
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, condition)
         self.beta, self.recon_weight = float(beta), float(recon_weight)
         extra = condition.encoder_features if condition is not None else 0
-        self.encoder = arch.encoder(self.input_shape, 2 * self.latent_dim, extra)  # -> [mu, logvar]
+        self.encoder = build_encoder(arch, self.input_shape, 2 * self.latent_dim, extra,  # -> [mu, logvar]
+                                     family=type(self).__name__)
         self.decoder = arch.decoder(self.decoder_features(), self.input_shape)
 
     def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (B, D), (B, D)
