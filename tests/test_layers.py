@@ -33,6 +33,7 @@ a small fake tree.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 from typing import NamedTuple
 
@@ -125,9 +126,10 @@ def imports(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
     return [(line, name) for line, name in found if name == package or name.startswith(package + ".")]
 
 
-def edges(root: Path = PACKAGE) -> list[Edge]:
-    return [Edge(f"{root.name}/{path.relative_to(root)}:{line}", _module_name(root, path), target)
-            for path in sorted(root.rglob("*.py")) for line, target in imports(path, root)]
+@functools.cache  # the real tree is read once for all its tests
+def edges(root: Path = PACKAGE) -> tuple[Edge, ...]:
+    return tuple(Edge(f"{root.name}/{path.relative_to(root)}:{line}", _module_name(root, path), target)
+                 for path in sorted(root.rglob("*.py")) for line, target in imports(path, root))
 
 
 def part(dotted: str) -> str:
@@ -175,7 +177,8 @@ def test_every_part_of_the_package_has_a_layer() -> None:
 
 
 def test_imports_run_downward() -> None:
-    assert not violations(), "\n".join(violations())
+    found = violations()
+    assert not found, "\n".join(found)
 
 
 def test_the_named_directions_of_the_design() -> None:
