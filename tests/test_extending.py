@@ -150,7 +150,8 @@ def _plain(compose_cfg, model: str, *overrides: str):
     cfg = compose_cfg(["latent_dim=2", "device=cpu", "logger=none", f"model={model}", *overrides])
     data = build_data(cfg.data, torch.device("cpu"))
     torch.manual_seed(0)
-    return data, build(cfg.model, "model", arch=PlainArch(), input_shape=tuple(data.shape), num_classes=data.num_classes)
+    net = build(cfg.model, "model", arch=PlainArch(), input_shape=tuple(data.shape), num_classes=data.num_classes)
+    return data, net
 
 
 def test_a_plain_arch_works_for_every_family(compose_cfg) -> None:

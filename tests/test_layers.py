@@ -241,11 +241,13 @@ def test_a_planted_violation_is_caught(tmp_path: Path, where: str, code: str, ca
 
 
 def test_the_allowed_directions_pass(tmp_path: Path) -> None:
-    root = plant(tmp_path, {**BASE,
-                            "commands/train.py": "from . import session\nfrom ._common import x\nfrom aelab import sweep\n",
-                            "commands/session.py": "from aelab.commands._common import x\nfrom ..engine import trainer\n",
-                            "sweep/report.py": "from aelab.metrics.directions import MODES\nfrom .naming import x\n",
-                            "models/vae.py": "from aelab.models import base\nfrom . import base\n",
-                            "cli.py": "import importlib\nimportlib.import_module(f'aelab.commands.{c}')\n"})
+    root = plant(tmp_path, {
+        **BASE,
+        "commands/train.py": "from . import session\nfrom ._common import x\nfrom aelab import sweep\n",
+        "commands/session.py": "from aelab.commands._common import x\nfrom ..engine import trainer\n",
+        "sweep/report.py": "from aelab.metrics.directions import MODES\nfrom .naming import x\n",
+        "models/vae.py": "from aelab.models import base\nfrom . import base\n",
+        "cli.py": "import importlib\nimportlib.import_module(f'aelab.commands.{c}')\n",
+    })
     assert violations(root) == []
     assert len(edges(root)) == 10  # every import above was seen
