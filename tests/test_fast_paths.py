@@ -285,6 +285,16 @@ def test_a_training_run_logs_its_choices_and_the_key_forces_them(compose_cfg, tm
     FAST_PATHS.configure("auto")
 
 
+def test_reopening_a_run_keeps_this_processs_choices_under_the_same_modes(fast_paths) -> None:
+    small, large = _work(32), _work(256)
+    assert fast_paths.use_fast("bernoulli_nll", "met after the last checkpoint", small, large) is True
+    fast_paths.follow_run("auto", None, {"linear|k": {"fast": False}})  # a run trained in this process, reopened
+    assert fast_paths.known("bernoulli_nll", "met after the last checkpoint") is True  # not timed again
+    assert fast_paths.use_fast("linear", "k", small, large) is False  # the run's record
+    fast_paths.follow_run("off", None, None)  # other modes: this process's choices no longer apply
+    assert fast_paths.known("bernoulli_nll", "met after the last checkpoint") is None
+
+
 def test_a_run_carries_its_choices_and_a_resume_computes_with_them(fast_paths, compose_cfg, tmp_path, caplog) -> None:
     """Exact resume must not depend on the load: the checkpoint records every choice made by timing, and a
     resumed run (or a command opening the run) takes them before the machine's cache, which says otherwise here."""

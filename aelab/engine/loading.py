@@ -39,7 +39,6 @@ def load_run(run_dir: str | Path, which: str = "last", device: torch.device | No
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(key, f"checkpoint in {run_dir} does not match its config: {reason}") from None
     model.to(device or torch.device("cpu")).eval()
-    options = TrainerOptions.from_config(config.trainer)
-    FAST_PATHS.configure(options.fast_paths, options.forced_fast_paths())
-    FAST_PATHS.adopt(state.get("fast_paths"))  # the kernels the run measured itself with
+    options = TrainerOptions.from_config(config.trainer)  # the kernels the run measured itself with
+    FAST_PATHS.follow_run(options.fast_paths, options.forced_fast_paths(), state.get("fast_paths"))
     return LoadedRun(run_dir, model, config, info, state)

@@ -85,6 +85,17 @@ class FastPaths:
         self._cached = None
         self.timing = timing
 
+    def follow_run(self, mode: str, per_path: Mapping[str, str | None] | None, recorded: Mapping[str, Mapping] | None
+                   ) -> None:
+        """A trained run opened for a command (eval, sample, ...): its modes and its recorded choices. Choices this
+        process already made under the same modes stay (a run trained and then reopened in one process computes
+        a shape it never recorded as it just did, instead of timing it again under another load)."""
+        modes = dict.fromkeys(PATHS, mode)
+        modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
+        if modes != self.modes or not self.timing:
+            self.configure(mode, per_path)
+        self.adopt(recorded)
+
     def record(self) -> dict[str, dict]:
         """The choices this run computes with, for its checkpoint: adopted ones not met again yet included."""
         made = {f"{c.path}|{c.key}": {"fast": c.fast, "fast_us": c.fast_us, "plain_us": c.plain_us}
