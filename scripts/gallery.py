@@ -82,7 +82,7 @@ class Entry:
     study: bool = False  # a multirun (-m) study: trained into a sweep folder, its report and one traversal shown
 
 
-# Pictures only: the metrics eval can add (IS-NLL, probes, Fréchet distance, disentanglement) are the README's.
+# Pictures only: the metrics eval can add (IS-NLL, probes, Fréchet distance, disentanglement) are docs/commands.md's.
 EVAL = ("iw_samples=0", "probe.max_train=0", "noise=[]", "generation.samples=0", "disentanglement.enabled=false",
         "tensorboard=false", "views.files=true")
 QUICK_TRAIN = ("epochs=1", "trainer.limit_batches=3", "batch_size=32", "trainer.fast_paths=on")
