@@ -19,7 +19,7 @@ from torch import Tensor
 from aelab.data.base import Batch, Split
 from aelab.models.base import Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -72,6 +72,6 @@ class BetaTCVAE(VAE):
         """Adds the unweighted estimates of the three terms (nats per example) on the validation batch."""
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = reparameterize(mu, logvar)
         out.scalars.update({f"estimate_{k}": float(v.mean()) for k, v in self.decomposition(mu, logvar, z).items()})
         return out

@@ -8,7 +8,7 @@ from torch import Tensor
 from aelab.errors import UserError
 from aelab.data.base import Batch
 from aelab.models.base import Diagnostics
-from aelab.models.vae import VAE, gaussian_kl
+from aelab.models.vae import VAE, gaussian_kl, reparameterize
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
 from aelab.schema import Annotated, OneOf, Range
@@ -42,7 +42,7 @@ class BetaVAE(VAE):
     def diagnostics(self, batch: Batch) -> Diagnostics:
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = reparameterize(mu, logvar)
         recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
         out.scalars["loss_at_beta"] = float(recon) + self.beta * float(gaussian_kl(mu, logvar).float().mean(0).sum())
         return out

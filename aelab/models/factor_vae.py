@@ -20,7 +20,7 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.models.base import Diagnostics, Phase
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.nets.mlp import mlp
 from aelab.schema import OneOf, Range
@@ -63,7 +63,7 @@ class FactorVAE(VAE):
     def discriminator_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         with torch.no_grad():
             mu, logvar = self.posterior(self.corrupt(batch.x), batch.y)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = reparameterize(mu, logvar)
         return {"adv_disc": self.discriminator_loss(z)}
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -86,7 +86,7 @@ class FactorVAE(VAE):
         """Adds the unweighted TC estimate and how often the discriminator tells joint from permuted codes."""
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = reparameterize(mu, logvar)
         out.scalars["tc_estimate"] = float(self.total_correlation(z))
         hits = torch.cat([self.discriminator(z) > 0, self.discriminator(permute_dims(z)) <= 0])
         out.scalars["disc_hit_rate"] = float(hits.float().mean())

@@ -17,16 +17,12 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.models.iwae import log_normal
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.nets.mlp import ACTIVATIONS, mlp
 from aelab.schema import OneOf, Range
 
 MIDDLE_ACTIVATIONS = tuple(ACTIVATIONS)
-
-
-def _draw(mu: Tensor, logvar: Tensor) -> Tensor:
-    return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
 
 
 class HierarchicalVAE(VAE):
@@ -76,7 +72,7 @@ class HierarchicalVAE(VAE):
         return self.likelihood.mean(self.decoder(self.middle_posterior(x)[0]))
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        h1 = _draw(*self.middle_prior(self.prior(n)))  # ancestral: h2 ~ N(0, I), h1 ~ p(h1|h2)
+        h1 = reparameterize(*self.middle_prior(self.prior(n)))  # ancestral: h2 ~ N(0, I), h1 ~ p(h1|h2)
         return self.likelihood.mean(self.decoder(h1))
 
     # ---- the bound ------------------------------------------------------------------------------
@@ -86,9 +82,9 @@ class HierarchicalVAE(VAE):
         mu1, logvar1 = self.middle_posterior(x)  # (B, M)
         if s is not None:
             mu1, logvar1 = mu1.expand(s, *mu1.shape), logvar1.expand(s, *logvar1.shape)  # (s, B, M)
-        h1 = _draw(mu1, logvar1)
+        h1 = reparameterize(mu1, logvar1)
         mu2, logvar2 = self.top_posterior(h1)
-        h2 = _draw(mu2, logvar2)
+        h2 = reparameterize(mu2, logvar2)
         log_prior = log_normal(h2, torch.zeros_like(h2), torch.zeros_like(h2)) + log_normal(h1, *self.middle_prior(h2))
         return h1, h2, log_prior - log_normal(h1, mu1, logvar1) - log_normal(h2, mu2, logvar2)
 

@@ -20,7 +20,7 @@ from aelab.errors import UserError
 from aelab.models.base import Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -61,6 +61,6 @@ class InfoVAE(VAE):
         """Adds the unweighted MMD of sampled validation codes to the prior."""
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
-        z = (mu + torch.randn_like(mu) * (0.5 * logvar).exp()).float()
+        z = (reparameterize(mu, logvar)).float()
         out.scalars["mmd"] = float(mmd_to_standard_normal(z, self.kernel, self.scales))
         return out

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from aelab.data.base import Batch
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -41,7 +41,7 @@ class IWAE(VAE):
     def iw_bound(self, x_in: Tensor, x: Tensor, y: Tensor | None, k: int) -> Tensor:  # (B,) nats
         """The k-sample bound on log p(x) with reparameterised draws (gradients flow through every weight)."""
         mu, logvar = self.posterior(x_in, y)  # (B, D)
-        z = mu + torch.randn(k, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (k, B, D)
+        z = reparameterize(mu, logvar, samples=k)  # (k, B, D)
         labels = None if y is None else y.repeat(k)
         logits = self.decode(z.reshape(-1, z.shape[-1]), labels)  # (k*B, ...)
         targets = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])  # (k*B, ...) in z's (k, B) order

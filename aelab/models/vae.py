@@ -21,6 +21,14 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:  # (B, D) -> (B, D): KL(N
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
+def reparameterize(mu: Tensor, logvar: Tensor, samples: int | None = None) -> Tensor:  # (B, D) -> (B, D) | (S, B, D)
+    """Draws z = mu + sigma * eps, eps ~ N(0, I), that gradients flow through (the reparameterisation trick);
+    `samples` draws at once along a new first axis (the IWAE bound's k)."""
+    if samples is None:
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    return mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()
+
+
 class VAE(Autoencoder):
     has_prior = True
     has_posterior = True
@@ -57,7 +65,7 @@ class VAE(Autoencoder):
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         mu, logvar = self.posterior(self.corrupt(batch.x), batch.y)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
+        z = reparameterize(mu, logvar)
         recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
         return {"recon": recon, **self.latent_terms(mu, logvar, z, step)}
 
@@ -70,10 +78,9 @@ class VAE(Autoencoder):
     def elbo_terms(self, x: Tensor, y: Tensor | None = None, samples: int = 1) -> tuple[Tensor, Tensor]:
         """Per example (B,): the reconstruction NLL averaged over `samples` draws z ~ q(z|x), and the KL (beta = 1)."""
         mu, logvar = self.posterior(x, y)  # (B, D)
-        std = (0.5 * logvar).exp()
         recon = torch.zeros(x.shape[0], device=x.device)
         for _ in range(samples):
-            z = mu + torch.randn_like(mu) * std
+            z = reparameterize(mu, logvar)
             recon += self.likelihood.nll(self.decode(z, y).float(), x)
         return recon / samples, gaussian_kl(mu.float(), logvar.float()).sum(1)
 

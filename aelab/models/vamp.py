@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from aelab.data.base import Batch
 from aelab.models.iwae import log_normal
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.vae import VAE
+from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -75,7 +75,7 @@ class VampVAE(VAE):
     def prior(self, n: int) -> Tensor:  # (n, D): a uniformly drawn component, then its Gaussian
         mu_k, logvar_k = self.prior_components()
         pick = torch.randint(mu_k.shape[0], (n,), device=mu_k.device)
-        return mu_k[pick] + torch.randn_like(mu_k[pick]) * (0.5 * logvar_k[pick]).exp()
+        return reparameterize(mu_k[pick], logvar_k[pick])
 
     def prior_quantile(self, p: Tensor) -> Tensor:
         """Quantiles of one coordinate's marginal under the mixture (first coordinate's), by bisection."""
@@ -95,7 +95,7 @@ class VampVAE(VAE):
         recon = torch.zeros(x.shape[0], device=x.device)
         kl = torch.zeros(x.shape[0], device=x.device)
         for _ in range(samples):
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = reparameterize(mu, logvar)
             recon += self.likelihood.nll(self.decode(z, y).float(), x)
             kl += log_normal(z, mu, logvar) - self.log_prior(z)
         return recon / samples, kl / samples
@@ -104,7 +104,7 @@ class VampVAE(VAE):
         mu, logvar = self.posterior(x, y)  # (B, D)
 
         def draw(s: int) -> tuple[Tensor, Tensor]:
-            z = mu + torch.randn(s, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (s, B, D)
+            z = reparameterize(mu, logvar, samples=s)  # (s, B, D)
             logits = self.decode(z.reshape(-1, z.shape[-1]), None)
             return logits.view(s, x.shape[0], *logits.shape[1:]), self.log_prior(z) - log_normal(z, mu, logvar)
 

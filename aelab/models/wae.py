@@ -20,6 +20,7 @@ from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
+from aelab.models.vae import reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
 
@@ -66,7 +67,7 @@ class WAE(Autoencoder):
         if self.encoder_kind == "deterministic":
             return self.encoder(x)
         mu, logvar = self.posterior(x)
-        return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return reparameterize(mu, logvar)
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         z = self.training_codes(self.corrupt(batch.x))
