@@ -30,7 +30,7 @@ class Run:
 
     def __init__(self, path: str | Path, ckpt: str = "last", device: str = "cpu") -> None:
         from aelab.engine.device import resolve_device
-        from aelab.engine.loading import load_run as load
+        from aelab.engine.loading import load_trained as load
 
         self.device = resolve_device(device)
         self._loaded = load(path, ckpt, self.device)

@@ -188,7 +188,7 @@ def aelab_epoch(trainer) -> None:
 
 
 def aelab_test_loss(trainer, data) -> float:
-    from aelab.engine.report import mean_terms
+    from aelab.engine.measure import mean_terms
 
     return float(sum(mean_terms(trainer.model, data.test, 1000).values()))
 

@@ -13,7 +13,7 @@ from aelab.engine.build import build_model
 from aelab.errors import UserError
 from aelab.models.priors import PATCH, LatentPrior
 from aelab.viz import views
-from aelab.viz.report import PictureOptions, Report
+from aelab.viz.epoch_report import PictureOptions, Report
 from conftest import TINY
 
 CPU = torch.device("cpu")

@@ -7,7 +7,7 @@ import torch
 
 from aelab.engine.build import build_model, build_trainer
 from aelab.engine.checkpoint import load_checkpoint, save_checkpoint
-from aelab.engine.loading import load_run
+from aelab.engine.loading import load_trained
 from aelab.errors import UserError
 from conftest import TINY
 
@@ -32,7 +32,7 @@ def test_loaded_run_reproduces_the_trained_model(compose_cfg, tmp_path, override
         recon = trained.reconstruct(batch.x, batch.y)  # (64, 1, 16, 16)
         untrained = build_model(cfg, data.shape, data.num_classes).eval().encode(batch.x, batch.y)
 
-    loaded = load_run(tmp_path)
+    loaded = load_trained(tmp_path)
     assert type(loaded.model) is type(trained) and not loaded.model.training
     with torch.no_grad():
         assert torch.equal(loaded.model.encode(batch.x, batch.y), codes)

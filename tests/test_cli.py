@@ -40,9 +40,9 @@ def _psnr_by_hand(run: Path) -> float:
     import torch
 
     from aelab.data import build_data
-    from aelab.engine.loading import load_run
+    from aelab.engine.loading import load_trained
 
-    loaded = load_run(run)
+    loaded = load_trained(run)
     test = build_data(loaded.config.data, torch.device("cpu")).test
     with torch.no_grad():
         x = test.head(len(test)).x.float()  # (N, 1, 16, 16)

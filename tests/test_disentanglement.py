@@ -162,7 +162,7 @@ def test_scores_on_dsprites_images_with_a_hand_made_encoder(compose_cfg) -> None
 def test_eval_reports_the_five_scores_on_data_with_factors(compose_cfg, tmp_path) -> None:
     from aelab.commands import eval as eval_command
     from aelab.commands import train
-    from aelab.engine.loading import load_run
+    from aelab.engine.loading import load_trained
 
     overrides = ["data=dsprites", "data.size=32", "data.subsample=600", "model=beta_vae", "latent_dim=4", "epochs=1",
                  "batch_size=64", "device=cpu", "logger=none"]
@@ -173,7 +173,7 @@ def test_eval_reports_the_five_scores_on_data_with_factors(compose_cfg, tmp_path
     out = eval_command.run(compose_cfg(quick, "eval"))
     names = ("betavae_score", "factorvae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
              "dci_informativeness")
-    model = load_run(tmp_path).model
+    model = load_trained(tmp_path).model
     source = dsprites.load_dsprites(size=32, subsample=10).factor_spec
     direct = dm.disentanglement_scores(lambda x: model.encode(x).float(), source, seed=0, **sizes)
     assert {f"test/{n}" for n in names} <= set(out) and "disentanglement" in out["seconds"]

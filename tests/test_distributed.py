@@ -15,7 +15,7 @@ from aelab.commands import train
 from aelab.data import build_data
 from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
 from aelab.engine.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
-from aelab.engine.loading import load_run
+from aelab.engine.loading import load_trained
 from aelab.errors import UserError
 from conftest import cli_env
 
@@ -114,7 +114,7 @@ def test_two_ranks_with_batchnorm_match_one_process(compose_cfg, tmp_path) -> No
         assert metrics[key] == pytest.approx(single[key], rel=2e-5), key
 
     # the DDP checkpoint loads into a plain model (plain BatchNorm, as eval and sample build it on one process)
-    ddp_run, one_run = load_run(run), load_run(single_dir)
+    ddp_run, one_run = load_trained(run), load_trained(single_dir)
     norms = [m for m in ddp_run.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(norms) == 3 and all(type(m) is nn.BatchNorm2d for m in norms)
     one_state = one_run.model.state_dict()

@@ -17,7 +17,7 @@ from aelab.commands import eval as eval_command
 from aelab.commands import interpolate, sample, train
 from aelab.commands.session import RunSession
 from aelab.data.base import TensorSplit
-from aelab.engine.loading import load_run
+from aelab.engine.loading import load_trained
 from conftest import cli_env, model_names, noise_images
 
 CPU = torch.device("cpu")
@@ -62,7 +62,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 def test_every_command_runs_on_every_family(family: str, tmp_path) -> None:
     extra = ["model.supervised=true", "model.prior=mixture"] if family == "aae" else []
     run = _train(tmp_path, f"model={family}", "latent_dim=2", *extra)
-    model = load_run(run).model
+    model = load_trained(run).model
     on_run = [f"run={run}", "device=cpu"]
     before = {p.name for p in run.iterdir()}
 
@@ -98,7 +98,7 @@ def test_eval_metrics_measure_real_behaviour(trained, tmp_path) -> None:
     assert out["test/nll_iw"] <= out["test/neg_elbo"] + 0.5  # the IWAE bound is at least as tight as the ELBO
     assert out["test/neg_elbo"] == pytest.approx(out["test/elbo_recon"] + out["test/elbo_kl"])
     assert sum(out[f"test/kl_dim/{d:02d}"] for d in range(2)) == pytest.approx(out["test/elbo_kl"], rel=1e-4)
-    loaded = load_run(trained["vae"])
+    loaded = load_trained(trained["vae"])
     data = RunSession(_compose([f"run={trained['vae']}", "device=cpu"], "eval"), "eval").data
     split = data.test
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_eval_metrics_measure_real_behaviour(trained, tmp_path) -> None:
 def test_anomaly_detection_separates_noise_from_shapes(trained, tmp_path) -> None:
     from aelab.metrics.anomaly import anomaly_metrics
 
-    model = load_run(trained["ae"]).model
+    model = load_trained(trained["ae"]).model
     data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     noise = (torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     found = anomaly_metrics(model, data.test, 64, outliers=TensorSplit(noise, torch.zeros(100), CPU))
@@ -134,7 +134,7 @@ def test_anomaly_detection_separates_noise_from_shapes(trained, tmp_path) -> Non
 def test_probes_read_the_shape_from_the_codes(trained) -> None:
     from aelab.metrics.probes import latent_probes
 
-    loaded = load_run(trained["ae"])
+    loaded = load_trained(trained["ae"])
     data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     found = latent_probes(loaded.model, data.train, data.test, 256, max_train=None)
     assert found["probe_accuracy"] > 0.35 and found["knn_accuracy"] > 0.35  # 4 shapes: chance 0.25 (sd 0.04 on 128)
@@ -232,7 +232,7 @@ def test_interpolate_picks_by_class_and_the_strip_starts_and_ends_with_the_input
 def test_arithmetic_of_one_index_decodes_its_own_code(trained) -> None:
     from omegaconf import OmegaConf
 
-    loaded = load_run(trained["ae"])
+    loaded = load_trained(trained["ae"])
     data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     cfg = OmegaConf.create({"arithmetic": "4 - 4 + 4", "by": "index", "split": "test"})
     operands, result, what = interpolate.arithmetic(loaded.model, data.test, cfg)

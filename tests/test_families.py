@@ -208,12 +208,12 @@ def test_pca_is_the_best_linear_reconstruction(compose_cfg) -> None:
 
 def test_pca_variance_picks_the_number_of_components(compose_cfg, tmp_path) -> None:
     from aelab.commands import train
-    from aelab.engine.loading import load_run
+    from aelab.engine.loading import load_trained
 
     overrides = ["model=pca", "model.variance=0.9", "epochs=1"]
     metrics = train.run(compose_cfg([*TINY, *overrides]), tmp_path, overrides)
     assert math.isfinite(metrics["val/recon"]) and metrics["steps"] == 0
-    model = load_run(tmp_path).model  # rebuilt from the config, then sized by the stored fit
+    model = load_trained(tmp_path).model  # rebuilt from the config, then sized by the stored fit
     shares = model.explained
     assert shares.sum() >= 0.9 and shares[:-1].sum() < 0.9
     assert model.latent_dim == len(shares) == model.encode(torch.rand(2, 1, 16, 16)).shape[1]

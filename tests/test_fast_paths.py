@@ -302,7 +302,7 @@ def test_a_run_carries_its_choices_and_a_resume_computes_with_them(fast_paths, c
 
     from aelab.commands import train
     from aelab.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-    from aelab.engine.loading import load_run
+    from aelab.engine.loading import load_trained
     from aelab.nets import fastpath
 
     overrides = ["model=vae", "data=synthetic", "epochs=1", "trainer.limit_batches=2", "logger=none", "device=cpu"]
@@ -322,7 +322,7 @@ def test_a_run_carries_its_choices_and_a_resume_computes_with_them(fast_paths, c
     resumed = [c for c in FAST_PATHS.choices() if f"{c.path}|{c.key}" in recorded]
     assert resumed and all(c.fast and c.source == "the run's" for c in resumed)
     assert set(recorded) <= set(load_checkpoint(last)["fast_paths"])  # still recorded, for the next resume
-    load_run(tmp_path / "run")  # eval, sample, ... compute with the run's kernels too
+    load_trained(tmp_path / "run")  # eval, sample, ... compute with the run's kernels too
     assert FAST_PATHS.record() == {k: {**v, "fast": True} for k, v in recorded.items()}
 
 

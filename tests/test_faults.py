@@ -295,7 +295,7 @@ def test_an_output_among_the_runs_files_or_under_a_file_is_refused(trained, comp
 def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(trained, compose_cfg, monkeypatch) -> None:
     import tempfile
 
-    from aelab.engine import report as engine_report
+    from aelab.engine import measure as engine_measure
 
     real = tempfile.mkdtemp
 
@@ -305,7 +305,7 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(trained,
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
-    monkeypatch.setattr(engine_report, "measure", lambda *a, **k: pytest.fail("eval measured before refusing"))
+    monkeypatch.setattr(engine_measure, "measure", lambda *a, **k: pytest.fail("eval measured before refusing"))
     with pytest.raises(UserError) as error:
         eval_cmd.run(compose_cfg([f"run={trained}"], config_name="eval"))
     assert error.value.key == "run" and "Read-only file system" in error.value.problem

@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from aelab import cli
 from aelab.commands import fit_prior, train
 from aelab.data import build_data
-from aelab.engine.loading import load_run
+from aelab.engine.loading import load_trained
 from aelab.errors import UserError
 from aelab.models.fitted_prior import (FITTED_PRIORS, FittedPrior, fit_gaussian, fit_gmm, load_fitted_prior,
                                        mean_nll, training_codes)
@@ -91,7 +91,7 @@ def test_fit_prior_stores_a_mixture_whose_decoded_draws_beat_the_fitted_gaussian
     assert prior.components == 10 and prior.info["checkpoint"] == "last" and prior.info["family"] == "AE"
     assert result["val/code_nll"] < result["val/code_nll_gaussian"]
 
-    loaded = load_run(toy_run)
+    loaded = load_trained(toy_run)
     model, data = loaded.model, build_data(loaded.config.data, CPU)
     gaussian = fit_gaussian(training_codes(model, data.train))
     test = data.test.head(800).x  # (N, 2) points of the two shapes

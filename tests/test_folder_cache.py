@@ -163,7 +163,7 @@ def test_cache_false_or_too_big_streams(compose_cfg, tmp_path, _own_cache, monke
 
 def test_rgb_conv_trains_from_the_cache(compose_cfg, tmp_path) -> None:
     from aelab.engine.build import build_trainer
-    from aelab.engine.report import mean_terms
+    from aelab.engine.measure import mean_terms
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "images"

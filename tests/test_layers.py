@@ -19,7 +19,7 @@ a module may import its own tier and the ones below, never a higher one):
     data:     base -> sources -> the data sources and the registry (__init__)
     engine:   options (torch-free: the pre-check reads it) -> the rest
     metrics:  directions (torch-free: the sweep report reads it) -> the metrics
-    viz:      images, report -> views, writers, explore, live
+    viz:      images, epoch_report -> views, writers, explore, live
     sweep:    naming -> the rest
 
 What counts as an import: `import aelab.x`, `from aelab.x import y`, `from aelab import x`, relative imports
@@ -62,7 +62,7 @@ INSIDE: dict[str, list[set[str]]] = {
     "data": [{"base"}, {"sources"}],
     "engine": [{"options"}],
     "metrics": [{"directions"}],
-    "viz": [{"images", "report"}],
+    "viz": [{"images", "epoch_report"}],
     "sweep": [{"naming"}],
 }
 ANY = "*"  # the module an f-string names: some module of a package, unknown until run time
@@ -245,7 +245,7 @@ def test_the_allowed_directions_pass(tmp_path: Path) -> None:
         **BASE,
         "commands/train.py": "from . import session\nfrom ._common import x\nfrom aelab import sweep\n",
         "commands/session.py": "from aelab.commands._common import x\nfrom ..engine import trainer\n",
-        "sweep/report.py": "from aelab.metrics.directions import MODES\nfrom .naming import x\n",
+        "sweep/table.py": "from aelab.metrics.directions import MODES\nfrom .naming import x\n",
         "models/vae.py": "from aelab.models import base\nfrom . import base\n",
         "cli.py": "import importlib\nimportlib.import_module(f'aelab.commands.{c}')\n",
     })

@@ -13,8 +13,8 @@ from aelab.commands import eval as eval_command
 from aelab.commands import train
 from aelab.engine.build import build_trainer
 from aelab.engine.checkpoint import checkpoint_path, load_checkpoint
-from aelab.engine.loading import load_run
-from aelab.engine.report import measure
+from aelab.engine.loading import load_trained
+from aelab.engine.measure import measure
 from aelab.errors import UserError
 from conftest import TINY, noise_images
 
@@ -70,7 +70,7 @@ def test_eval_reports_what_training_measures_on_the_same_split(compose_cfg, tmp_
     overrides = ["model=sparse_ae", "latent_dim=8"]
     train.run(compose_cfg([*TINY, *overrides]), tmp_path, overrides)
     out = eval_command.run(compose_cfg([f"run={tmp_path}", "split=val", *QUICK_EVAL], "eval"))
-    loaded = load_run(tmp_path)
+    loaded = load_trained(tmp_path)
     cfg = compose_cfg([*TINY, *overrides])
     from aelab.data import build_data
 
@@ -110,7 +110,7 @@ def test_best_checkpoint_holds_the_best_epoch_of_the_monitor(compose_cfg, tmp_pa
     assert metrics["monitor_best"] == pytest.approx(max(by_epoch))
     best, last = load_checkpoint(checkpoint_path(tmp_path, "best")), load_checkpoint(checkpoint_path(tmp_path, "last"))
     assert best["progress"]["epoch"] == 1 and last["progress"]["epoch"] == 3
-    model = load_run(tmp_path, "best").model  # the AE is deterministic: its val/recon is reproduced exactly
+    model = load_trained(tmp_path, "best").model  # the AE is deterministic: its val/recon is reproduced exactly
     assert measure(model, data.val, step=0, batch_size=1024).scalars["recon"] == pytest.approx(by_epoch[0], rel=1e-5)
 
 

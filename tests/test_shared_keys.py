@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aelab.engine.report import hparams_of
+from aelab.engine.measure import hparams_of
 from aelab.errors import UserError
 from aelab.precheck import compose_checked
 from aelab.schema import shared_keys_read

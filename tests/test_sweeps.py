@@ -288,7 +288,7 @@ def _direction_runs(root: Path) -> None:
 
 
 def _best_dim(report) -> str | None:
-    from aelab.sweep.report import best_group
+    from aelab.sweep.table import best_group
 
     best = best_group(report)
     return None if best is None else best.values["latent_dim"]
@@ -299,7 +299,7 @@ def test_report_marks_the_best_row_by_the_metric_direction(tmp_path, compose_cfg
 
     from aelab.commands.report import run
     from aelab.errors import UserError
-    from aelab.sweep.report import build_report
+    from aelab.sweep.table import build_report
 
     _direction_runs(tmp_path)
     assert _best_dim(build_report(tmp_path, y="val/recon")) == "8"  # a loss: the lowest

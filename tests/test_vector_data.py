@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from aelab.commands import train
 from aelab.data import build_data
-from aelab.engine.loading import load_run
+from aelab.engine.loading import load_trained
 from aelab.errors import UserError
 from conftest import REPO
 
@@ -119,7 +119,7 @@ def test_commands_draw_scatter_plots_for_vectors(compose_cfg, tmp_path) -> None:
     cheap = ["iw_samples=0", "noise=[]", "probe.max_train=0", "generation.samples=0", "tensorboard=false"]
     out = eval_command.run(compose_cfg([*run, *cheap], config_name="eval"))
     assert (tmp_path / "eval").is_dir() and out["test/loss"] == pytest.approx(out["test/recon"] + out["test/kl"])
-    loaded = load_run(tmp_path)
+    loaded = load_trained(tmp_path)
     test = build_data(loaded.config.data, torch.device("cpu")).test
     with torch.no_grad():  # squared error of the mean reconstructions, summed over the 2 coordinates, by hand
         x = test.head(len(test)).x.float()  # (N, 2)

@@ -1,7 +1,7 @@
 """`aelab eval run=<dir>`: measure a trained run on a split; every metric the model's interface allows.
 
 The split's report (loss terms, the family's diagnostics, pictures) comes from the same function training
-uses each epoch (aelab/engine/report.py); eval adds what is too costly for every epoch: reconstruction quality
+uses each epoch (aelab/engine/measure.py); eval adds what is too costly for every epoch: reconstruction quality
 (BCE, MSE, PSNR, SSIM), ELBO terms and the importance-sampled NLL (families with a Gaussian posterior),
 linear-probe / k-NN accuracy of the codes with PCA as the reference line, denoising PSNR per noise level,
 anomaly-detection AUROC / AUPRC, and for families with a prior the Fréchet distance and precision / recall in a
@@ -73,7 +73,7 @@ def disentanglement(model, factors, cfg: DictConfig, seed: int) -> dict[str, flo
 def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
-    from aelab.engine.report import PictureOptions, measure
+    from aelab.engine.measure import PictureOptions, measure
     from aelab.metrics.anomaly import anomaly_metrics
     from aelab.metrics.generation import generation_metrics
     from aelab.metrics.posterior import posterior_metrics
@@ -133,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             picture = report.images.get("reconstructions", report.figures.get("reconstructions"))
             out.picture("reconstructions", picture)
         if out.logger is not None:
-            from aelab.engine.report import hparams_of
+            from aelab.engine.measure import hparams_of
 
             eval_views(report, model, data, split, name, int(cfg.views.tsne), seed, out.logger.writer)
             out.report(report, name)

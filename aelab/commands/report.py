@@ -16,7 +16,7 @@ from aelab.files import why_not_writable
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Gather, print and write the report; returns the run counts and the files written. Never imports torch."""
-    from aelab.sweep.report import build_report, print_report, write_report_files
+    from aelab.sweep.table import build_report, print_report, write_report_files
 
     check_report(cfg)
     root = Path(str(cfg.dir)).expanduser()

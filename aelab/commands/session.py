@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from aelab.data.base import DataModule, Split
     from aelab.engine.loading import LoadedRun
-    from aelab.engine.report import Report
+    from aelab.engine.measure import Report
     from aelab.models.base import Autoencoder
 
 
@@ -107,7 +107,7 @@ class RunSession:
         from threadpoolctl import threadpool_limits
 
         from aelab.engine.device import resolve_device
-        from aelab.engine.loading import load_run
+        from aelab.engine.loading import load_trained
         from aelab.sweep.threads import apply_threads
 
         self.cfg, self.command = cfg, command
@@ -115,7 +115,7 @@ class RunSession:
         threadpool_limits(torch.get_num_threads())  # numpy / scikit-learn BLAS (probes, PCA, t-SNE) use as many
         torch.manual_seed(int(cfg.get("seed", 0)))
         self.device: torch.device = resolve_device(cfg.get("device", "auto"))
-        self.run: LoadedRun = load_run(cfg.run, cfg.get("ckpt", "last"), self.device)
+        self.run: LoadedRun = load_trained(cfg.run, cfg.get("ckpt", "last"), self.device)
         problem = writes and why_not_writable(self.run.run_dir / command)  # before any work, not at the end
         if problem:
             raise UserError("run", f"{problem}: `aelab {command}` writes its results in the run's folder",

@@ -47,7 +47,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     from aelab.engine.device import resolve_device
     from aelab.engine.options import TrainerOptions
     from aelab.engine.distributed import setup_distributed
-    from aelab.engine.report import hparams_of
+    from aelab.engine.measure import hparams_of
     from aelab.viz.logger import NullLogger
 
     check_train(cfg)

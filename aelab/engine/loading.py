@@ -26,7 +26,7 @@ class LoadedRun:
     checkpoint: dict[str, Any]
 
 
-def load_run(run_dir: str | Path, which: str = "last", device: torch.device | None = None,
+def load_trained(run_dir: str | Path, which: str = "last", device: torch.device | None = None,
              key: str = "run") -> LoadedRun:
     run_dir = Path(run_dir).expanduser()
     state = load_checkpoint(checkpoint_path(run_dir, which), key=key)

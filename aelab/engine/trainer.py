@@ -23,7 +23,7 @@ from aelab.engine.distributed import Distributed
 from aelab.engine.eager_optim import eager_step, skip_dynamo_import
 from aelab.engine.options import TrainerOptions
 from aelab.engine.progress import EpochProgress, seconds_since_launch
-from aelab.engine.report import Report, measure, monitor_of
+from aelab.engine.measure import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
 from aelab.errors import UserError
 from aelab.files import atomic_path
@@ -243,7 +243,7 @@ class Trainer:
 
     def evaluate(self, split: Split, pictures=None) -> Report:
         """The report of a split: mean loss terms (plus their sum as `loss`), the family's diagnostics and,
-        when a sink shows them, pictures (aelab/engine/report.py)."""
+        when a sink shows them, pictures (aelab/engine/measure.py)."""
         return measure(self.model, split, step=self.step, batch_size=self.options.eval_batch_size,
                        amp_dtype=self.amp_dtype, pictures=pictures, class_names=self.data.class_names,
                        read=lambda sums: self._read(sums, 1))

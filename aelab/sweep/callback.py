@@ -48,7 +48,7 @@ class SweepSummary(Callback):
             tmp.write_text(json.dumps(record, indent=2) + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from aelab.sweep.report import build_report, print_report, write_report_files
+        from aelab.sweep.table import build_report, print_report, write_report_files
         from aelab.sweep.runs import find_runs
 
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -7,10 +7,10 @@ from pathlib import Path
 from aelab.errors import UserError
 from aelab.files import atomic_path
 from aelab.metrics.directions import DESCRIBED
-from aelab.sweep.report import Report, as_number
+from aelab.sweep.table import SweepTable, as_number
 
 
-def numeric_keys(report: Report) -> list[str]:
+def numeric_keys(report: SweepTable) -> list[str]:
     """Varying keys (not the seed) whose values are all numbers, with at least two of them."""
     out = []
     for key in report.group_keys:
@@ -20,7 +20,7 @@ def numeric_keys(report: Report) -> list[str]:
     return out
 
 
-def choose_x(report: Report, x: str | None) -> str | None:
+def choose_x(report: SweepTable, x: str | None) -> str | None:
     """`auto`: the first numeric swept key; None: no plot; a key: checked against what the runs vary."""
     if x is None:
         return None
@@ -37,7 +37,7 @@ def plot_path(out_dir: Path, x: str, y: str) -> Path:
     return out_dir / f"{y.replace('/', '-')}_vs_{x.replace('/', '-')}.png"
 
 
-def plot_metric(report: Report, x: str, y: str, path: Path) -> Path:
+def plot_metric(report: SweepTable, x: str, y: str, path: Path) -> Path:
     """Mean of y over seeds against x; one line per combination of the other keys; std as error bars."""
     import matplotlib
 

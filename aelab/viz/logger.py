@@ -1,6 +1,6 @@
 """What the engine and the commands write through: sinks for reports. `logger=none` writes nothing.
 
-A logger never decides what is measured (aelab/engine/report.py does); it only says how many pictures it would
+A logger never decides what is measured (aelab/engine/measure.py does); it only says how many pictures it would
 show (`picture_options`: None means it shows none, so none are drawn) and writes what it is given.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from aelab.viz.report import PictureOptions, Report
+    from aelab.viz.epoch_report import PictureOptions, Report
 
 
 class Logger(Protocol):

@@ -12,7 +12,7 @@ from aelab.files import writing
 from aelab.schema import Annotated, Range
 
 if TYPE_CHECKING:
-    from aelab.viz.report import PictureOptions, Report
+    from aelab.viz.epoch_report import PictureOptions, Report
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,7 +49,7 @@ class TensorBoardLogger:
                  grid_size: Annotated[int, Range(2, None)] = 15, num_samples: Annotated[int, Range(0, None)] = 64) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from aelab.viz.report import PictureOptions
+        from aelab.viz.epoch_report import PictureOptions
 
         _quiet_writer_threads()
         self.log_dir = Path(log_dir)

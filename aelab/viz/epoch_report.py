@@ -1,6 +1,6 @@
 """The report of a split: what was measured (scalars, histograms) and drawn (pictures), for sinks to write.
 
-aelab/engine/report.py fills it (`measure`); TensorBoard, metrics.json and the terminal table only write it.
+aelab/engine/measure.py fills it (`measure`); TensorBoard, metrics.json and the terminal table only write it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from aelab.data.base import Split
 from aelab.engine.device import autocast
 from aelab.models.base import Autoencoder
 from aelab.schema import SHARED_KEYS, shared_keys_read
-from aelab.viz.report import PictureOptions, Report
+from aelab.viz.epoch_report import PictureOptions, Report
 
 __all__ = ["PictureOptions", "Report", "measure", "mean_terms", "monitor_of", "hparams_of"]
 

@@ -61,7 +61,7 @@ class Group:
 
 
 @dataclass
-class Report:
+class SweepTable:
     root: Path
     runs: list[Run]
     keys: list[str]  # settings that differ between runs (seed included), in command-line order
@@ -119,7 +119,7 @@ def _columns(runs: list[Run], patterns: list[str] | tuple[str, ...], y: str | No
 
 
 def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, y: str | None = "val/recon",
-                 seed_key: str = "seed", mode: str = "auto") -> Report:
+                 seed_key: str = "seed", mode: str = "auto") -> SweepTable:
     """mode: auto marks the best row by y's own direction (aelab.metrics.directions), min or max overrides it."""
     if mode not in MODES:
         raise UserError("mode", f"unknown value {mode!r}", "one of: " + ", ".join(MODES))
@@ -138,7 +138,7 @@ def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METR
             if xs:
                 group.stats[metric] = Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
     y = y if y in columns else None
-    return Report(root, runs, keys, constant, seed_key, columns, y, ordered, mode, resolve(y, mode) if y else None)
+    return SweepTable(root, runs, keys, constant, seed_key, columns, y, ordered, mode, resolve(y, mode) if y else None)
 
 
 def _decimals(x: float) -> int:
@@ -154,7 +154,7 @@ def format_stat(stat: Stat | None) -> str:
     return f"{stat.mean:.{d}f}" if stat.std is None else f"{stat.mean:.{d}f} ± {stat.std:.{d}f}"
 
 
-def best_group(report: Report) -> Group | None:
+def best_group(report: SweepTable) -> Group | None:
     """The row with the best mean of y in its direction; None when y has no known direction (and no mode)."""
     scored = [g for g in report.groups if report.y and report.y in g.stats]
     if not scored or report.direction is None:
@@ -163,7 +163,7 @@ def best_group(report: Report) -> Group | None:
     return pick(scored, key=lambda g: g.stats[report.y].mean)  # type: ignore[index]
 
 
-def direction_note(report: Report) -> str:
+def direction_note(report: SweepTable) -> str:
     """Which way y was ranked and by what: `higher is better, mode=auto` (y's own direction), or how to choose."""
     if report.y is None:
         return ""
@@ -172,13 +172,13 @@ def direction_note(report: Report) -> str:
     return f"{DESCRIBED[report.direction]}, mode={report.mode}"
 
 
-def summary_line(report: Report) -> str:
+def summary_line(report: SweepTable) -> str:
     counts = report.counts()
     parts = [f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: kv[0] != DONE)]
     return f"{len(report.runs)} runs: " + ", ".join(parts)
 
 
-def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+def table_rows(report: SweepTable) -> tuple[list[str], list[list[str]]]:
     header = [*report.group_keys, "runs", *report.metrics]
     rows = [[short_number(str(g.values[k])) for k in report.group_keys] + [g.state()] + [format_stat(g.stats.get(m)) for m in
             report.metrics] for g in report.groups]
@@ -189,7 +189,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path:  # type: ignore[assignment]
+def write_markdown(report: SweepTable, path: Path, plots: list[Path] = ()) -> Path:  # type: ignore[assignment]
     header, rows = table_rows(report)
     best = best_group(report)
     lines = [f"# aelab report: {report.root}", "", summary_line(report) + "."]
@@ -227,7 +227,7 @@ def write_markdown(report: Report, path: Path, plots: list[Path] = ()) -> Path: 
     return path
 
 
-def write_csv(report: Report, path: Path) -> Path:
+def write_csv(report: SweepTable, path: Path) -> Path:
     """One row per setting: the keys, run counts, then `<metric>` (mean) and `<metric>_std` per metric."""
     with atomic_path(path, what="report table") as tmp, tmp.open("w", newline="") as fh:
         out = csv.writer(fh)
@@ -241,7 +241,7 @@ def write_csv(report: Report, path: Path) -> Path:
     return path
 
 
-def write_runs_csv(report: Report, path: Path) -> Path:
+def write_runs_csv(report: SweepTable, path: Path) -> Path:
     """One row per run, raw: name, status, every varying key, every metric, the error line."""
     metrics = sorted({k for r in report.runs for k in r.metrics})
     with atomic_path(path, what="table of runs") as tmp, tmp.open("w", newline="") as fh:
@@ -253,7 +253,7 @@ def write_runs_csv(report: Report, path: Path) -> Path:
     return path
 
 
-def summary_record(report: Report) -> dict[str, Any]:
+def summary_record(report: SweepTable) -> dict[str, Any]:
     """summary.json: every job's settings, status, error line and final metrics."""
     return {
         "root": str(report.root), "counts": report.counts(), "constant": report.constant, "keys": report.keys,
@@ -263,13 +263,13 @@ def summary_record(report: Report) -> dict[str, Any]:
     }
 
 
-def _width(report: Report) -> int:
+def _width(report: SweepTable) -> int:
     """Characters the table needs with every cell on one line."""
     header, rows = table_rows(report)
     return sum(max(len(c) for c in column) + 3 for column in zip(header, *rows)) + 1
 
 
-def print_report(report: Report, written: list[Path]) -> None:
+def print_report(report: SweepTable, written: list[Path]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -297,7 +297,7 @@ def print_report(report: Report, written: list[Path]) -> None:
         console.print(escape(f"wrote {path}"), soft_wrap=True, highlight=False)
 
 
-def write_report_files(report: Report, out_dir: Path, x: str | None = "auto") -> list[Path]:
+def write_report_files(report: SweepTable, out_dir: Path, x: str | None = "auto") -> list[Path]:
     """summary.json, report.md, report.csv, runs.csv and, when a numeric key varies, `<y>_vs_<x>.png`."""
     from aelab.sweep.plot import choose_x, plot_metric, plot_path
 
