@@ -42,10 +42,9 @@ class Run:
 
     @cached_property
     def data(self) -> DataModule:
-        """The training data as training split it (tables scaled with the stored statistics)."""
-        from aelab.data import build_data
-
-        return build_data(self.config.data, self.device, standardization=self.data_info.get("standardization"))
+        """The training data as training split it (tables scaled with the run's statistics, as the commands scale
+        them: LoadedRun.standardization, recomputed for runs saved before they were stored)."""
+        return self._loaded.build_data(device=self.device)
 
     def _no_grad(self, fn, *args):
         import torch

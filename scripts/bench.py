@@ -183,8 +183,7 @@ VAE_OVERRIDES = ["model=vae", "arch=mlp", "arch.hidden=[400]", "latent_dim=20", 
 
 def aelab_epoch(trainer) -> None:
     """One more epoch through the engine's own fit() (it continues from trainer.epoch)."""
-    trainer.cfg.epochs = trainer.epoch + 1
-    trainer.fit()
+    trainer.fit(epochs=trainer.epoch + 1)
 
 
 def aelab_test_loss(trainer, data) -> float:

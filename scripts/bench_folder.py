@@ -104,10 +104,9 @@ def folder_trainer(folder: Path, overrides: list[str], run_dir: Path):
 
 def epoch_wall(trainer) -> float:
     """Wall seconds of one more epoch through the engine's fit(): training, validation, checkpoint."""
-    trainer.cfg.epochs = trainer.epoch + 1
     start = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # the per-epoch progress lines would break up the table
-        trainer.fit()
+        trainer.fit(epochs=trainer.epoch + 1)
     return time.perf_counter() - start
 
 

@@ -190,6 +190,10 @@ def test_a_checkpoint_without_stored_statistics_recomputes_the_training_splits(t
     new = np.load(Path(_run(encode, compose_cfg, "encode", [f"run={run}", *args])["output_dir"]) / "codes.npy")
     old = np.load(Path(_run(encode, compose_cfg, "encode", [f"run={older}", *args])["output_dir"]) / "codes.npy")
     np.testing.assert_array_equal(old, new)
+    import aelab  # the Python API opens the run through the same object, fallback included
+
+    api_x = aelab.load_run(older).data.test.head(8).x
+    assert torch.equal(api_x, aelab.load_run(run).data.test.head(8).x)
 
 
 def test_a_table_with_other_columns_is_named(table_run, compose_cfg, tmp_path) -> None:

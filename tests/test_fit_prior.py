@@ -160,3 +160,24 @@ def test_a_pixelcnn_prior_over_vq_vae_codes_is_fitted_and_sampled(compose_cfg, t
     assert (run / "priors" / "pixelcnn.pt").is_file() and fitted["uniform_bits"] > 0
     drawn = sample.run(compose_cfg([f"run={run}", "device=cpu", "n=4"], "sample"))
     assert "PixelCNN" in drawn["source"] and Path(drawn["output_dir"], drawn["samples_pixelcnn"]).is_file()
+
+
+def test_sample_and_fit_prior_fit_their_gaussian_to_the_same_codes(toy_run) -> None:
+    """`aelab sample prior=gaussian` and fit-prior's Gaussian baseline: one fit (fit_gaussian) on one set of codes
+    (training_codes: one draw of q(z|x) per example where there is a posterior, the decoder's view in training)."""
+    from hydra import compose, initialize_config_module
+
+    from aelab.commands.samplers import GAUSSIAN_CODES, choose_sampler
+    from aelab.commands.session import open_run
+    from aelab.models.fitted_prior import training_codes
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[f"run={toy_run}", "prior=gaussian"])
+    GlobalHydra.instance().clear()
+    with open_run(cfg, "sample") as session:
+        sampler = choose_sampler(session, "gaussian", "prior", gaussian_fallback=True)
+        fitted = sampler.draw_codes.__self__  # the FittedPrior whose sample() the sampler draws with
+        expected = fit_gaussian(training_codes(session.model, session.data.train, limit=GAUSSIAN_CODES))
+    assert fitted.name == "gaussian" and torch.equal(fitted.means, expected.means)
+    assert torch.equal(fitted.scale_tril, expected.scale_tril)

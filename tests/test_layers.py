@@ -13,7 +13,8 @@ layer fails too (a new part gets one, a typo is caught), as does a part of the p
 Inside a part (INSIDE: tiers of shared base modules, lowest first; the part's other modules form the top tier;
 a module may import its own tier and the ones below, never a higher one):
 
-    commands: _common -> session -> _apply -> the command modules (the base never imports a command)
+    commands: _common -> results, examples -> session -> _apply, samplers -> the command modules (the base never
+              imports a command)
     models:   likelihoods -> base, priors, mmd -> the families
     nets:     __init__ (the Arch protocol), fastpath -> linear, adapter -> the archs (mlp, conv)
     data:     base -> sources -> the data sources and the registry (__init__)
@@ -56,7 +57,7 @@ LAYERS = {
 SIBLINGS_APART = {("metrics", "viz"), ("viz", "metrics"), ("nets", "data"), ("data", "nets")}
 # the shared base of a part, in tiers (lowest first); the part's other modules are the top tier
 INSIDE: dict[str, list[set[str]]] = {
-    "commands": [{"_common"}, {"session"}, {"_apply"}],
+    "commands": [{"_common"}, {"results", "examples"}, {"session"}, {"_apply", "samplers"}],
     "models": [{"likelihoods"}, {"base", "priors", "mmd"}],
     "nets": [{"__init__", "fastpath"}, {"linear", "adapter"}],
     "data": [{"base"}, {"sources"}],

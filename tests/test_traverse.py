@@ -91,9 +91,8 @@ def test_data_with_known_factors_shows_a_traversal_each_epoch(compose_cfg, tmp_p
     images = set(EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload().Tags()["images"])
     assert "val/traversal" not in images  # no known factors: no traversal
     data.factors = FactorSpec(names=("shape",), sizes=(4,), render=lambda f: torch.zeros(len(f), 1, 16, 16))
-    trainer.cfg.epochs = 2
     trainer.logger = TensorBoardLogger(tmp_path / "factors", manifold_points=64)
-    trainer.fit()
+    trainer.fit(epochs=2)
     trainer.logger.close()
     images = set(EventAccumulator(str(tmp_path / "factors"), size_guidance={"images": 0}).Reload().Tags()["images"])
     assert "val/traversal" in images

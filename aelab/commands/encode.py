@@ -14,7 +14,8 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import open_run, print_results
+from aelab.commands.results import print_results
+from aelab.commands.session import open_run
 from aelab.config_check import check_encode
 from aelab.files import atomic_path
 

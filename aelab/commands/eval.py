@@ -19,7 +19,10 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import RunSession, choose_sampler, named_data_config, open_run, print_results
+from aelab.commands.examples import named_data_config
+from aelab.commands.results import print_results
+from aelab.commands.samplers import choose_sampler
+from aelab.commands.session import RunSession, open_run
 from aelab.config_check import check_eval
 from aelab.errors import UserError
 

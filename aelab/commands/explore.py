@@ -19,7 +19,8 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import RunSession, choose_sampler, open_run
+from aelab.commands.samplers import choose_sampler
+from aelab.commands.session import RunSession, open_run
 from aelab.config_check import check_explore
 
 if TYPE_CHECKING:

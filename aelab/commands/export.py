@@ -19,7 +19,8 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import open_run, print_results
+from aelab.commands.results import print_results
+from aelab.commands.session import open_run
 from aelab.config_check import check_export
 from aelab.errors import UserError
 from aelab.files import write_bytes

@@ -13,7 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import RunSession, open_run, print_results
+from aelab.commands.results import print_results
+from aelab.commands.session import RunSession, open_run
 from aelab.config_check import check_fit_prior
 from aelab.errors import UserError
 

@@ -14,7 +14,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from aelab.commands._common import run_command
-from aelab.commands.session import open_run, pick_index, print_results
+from aelab.commands.examples import pick_index
+from aelab.commands.results import print_results
+from aelab.commands.session import open_run
 from aelab.config_check import ARITHMETIC, check_interpolate
 from aelab.errors import UserError
 

@@ -15,7 +15,10 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import choose_sampler, open_run, pick_index, print_results
+from aelab.commands.examples import pick_index
+from aelab.commands.results import print_results
+from aelab.commands.samplers import choose_sampler
+from aelab.commands.session import open_run
 from aelab.config_check import check_sample
 from aelab.errors import UserError
 

@@ -12,7 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from aelab.commands._common import run_command
-from aelab.commands.session import open_run, pick_index, print_results
+from aelab.commands.examples import pick_index
+from aelab.commands.results import print_results
+from aelab.commands.session import open_run
 from aelab.config_check import check_traverse
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,14 +17,52 @@ from aelab.errors import UserError
 from aelab.models.base import Autoencoder
 from aelab.nets.fastpath import FAST_PATHS
 
+if TYPE_CHECKING:
+    from aelab.data.base import DataModule
+
 
 @dataclass
 class LoadedRun:
+    """A trained run opened: the one object behind every command that reads a run and behind `aelab.load_run`."""
+
     run_dir: Path
     model: Autoencoder
     config: DictConfig  # the resolved training config
     data: dict[str, Any]  # what the training data really was (name, shape, classes, ...)
     checkpoint: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        """The training step of the checkpoint (step-dependent weights such as a KL warm-up, as trained)."""
+        return int(self.checkpoint.get("progress", {}).get("step", 0))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.data["shape"])
+
+    @cached_property
+    def standardization(self) -> dict[str, list] | None:
+        """A table run's training-split statistics: stored in the checkpoint, or (runs saved before they were
+        stored) recomputed from the run's own training table with its split seed, which gives the same numbers.
+        Data given to a run is scaled with these, never refitted on itself."""
+        stored = self.data.get("standardization")
+        source = str(OmegaConf.select(self.config.data, "source._target_", default=""))
+        if stored is not None or not source.endswith("load_csv"):
+            return stored
+        from aelab.data import build_data
+
+        try:
+            return build_data(self.config.data, torch.device("cpu")).standardization
+        except UserError as error:
+            raise UserError("run", f"the checkpoint holds no table statistics and its training table cannot be read "
+                            f"again ({error.problem})", "a run trained by this version of aelab") from None
+
+    def build_data(self, data_config: DictConfig | None = None, device: torch.device | None = None) -> DataModule:
+        """A dataset (data_config, else the run's own) split as in training and scaled with the run's statistics."""
+        from aelab.data import build_data
+
+        return build_data(data_config if data_config is not None else self.config.data,
+                          device or self.model.device, standardization=self.standardization)
 
 
 def load_trained(run_dir: str | Path, which: str = "last", device: torch.device | None = None,

@@ -105,8 +105,11 @@ class Trainer:
         self.started = False
 
     # ---- the loop -------------------------------------------------------------------------
-    def fit(self) -> dict[str, float]:
-        """Train until trainer.epochs; resumes mid-epoch if the loaded state stopped there."""
+    def fit(self, epochs: int | None = None) -> dict[str, float]:
+        """Train until trainer.epochs (or `epochs`: a benchmark or test going on for more); resumes mid-epoch if the
+        loaded state stopped there."""
+        if epochs is not None:
+            self.options = dataclasses.replace(self.options, epochs=int(epochs))
         epochs, bs = self.options.epochs, self.options.batch_size
         limit = self.options.limit_batches
         n_batches = math.ceil(len(self.data.train) / bs)
