@@ -109,3 +109,11 @@ def test_the_trainers_settings_are_trainer_options_with_every_default_in_the_yam
     del stored["early_stopping"], stored["fast_paths"]  # a run saved before these keys existed
     options = TrainerOptions.from_config(stored)
     assert (options.log_every, options.epochs, options.early_stopping, options.fast_paths) == (7, 3, None, "auto")
+
+
+def test_metrics_json_carries_what_the_family_says_of_its_metrics(compose_cfg, tmp_path) -> None:
+    overrides = [*TINY, "model=aae", "trainer.limit_batches=2"]
+    train.run(compose_cfg(overrides), tmp_path, overrides)
+    directions = json.loads((tmp_path / "metrics.json").read_text())["directions"]
+    assert directions["train/adv_gen"] is None and directions["val/adv_disc"] is None  # opposing players
+    assert directions["val/recon"] == "min" and directions["val/loss"] == "min"

@@ -107,6 +107,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report = measure(model, split, step=session.step, batch_size=bs, class_names=data.class_names,
                          pictures=options if wants_pictures else None)
         out.metrics({f"{name}/{k}": v for k, v in report.scalars.items()})
+        out.metrics({"directions": report.prefixed_directions(name)})  # the family's word on its names
         timed("reconstruction", lambda: reconstruction_quality(model, split, bs, images))
         if model.has_posterior:
             timed("posterior", lambda: posterior_metrics(model, split, bs, int(cfg.iw_samples), cfg.get("iw_examples")))
@@ -150,7 +151,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     out.picture(key, picture)
         metrics = dict(out.values)
         release(report.figures.values())  # the ones no sink wrote (TensorBoard closes what it writes)
-    shown = {k: v for k, v in metrics.items() if k != "seconds" and "/kl_dim/" not in k}
+    shown = {k: v for k, v in metrics.items() if k not in ("seconds", "directions") and "/kl_dim/" not in k}
     print_results(f"eval: {data.name} {name} ({len(split)} examples, ckpt={cfg.ckpt})", shown, out.dir)
     return {**metrics, "output_dir": str(out.dir)}
 

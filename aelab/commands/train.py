@@ -95,7 +95,7 @@ def _report(run_dir: Path, metrics: dict[str, Any], data) -> None:
     table = Table(title=f"final metrics ({data.name})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in sorted(metrics):
+    for key in sorted(k for k in metrics if not isinstance(metrics[k], dict)):  # directions: for aelab report
         value = metrics[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)

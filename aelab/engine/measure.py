@@ -62,10 +62,13 @@ def measure(model: Autoencoder, split: Split, *, step: int, batch_size: int, amp
     """
     was_training = model.training
     report = Report(scalars=read(mean_terms(model, split, batch_size, step, amp_dtype)))
+    declared = model.metric_directions()
+    report.directions = {name: declared.get(name, "min") for name in report.scalars}  # loss terms: minimised
     model.eval()
     try:
         found = model.diagnostics(split.head(min(len(split), DIAGNOSTIC_EXAMPLES)))
         report.scalars.update(found.scalars)
+        report.directions.update({name: declared[name] for name in found.scalars if name in declared})
         report.histograms.update(found.histograms)
         if pictures is not None:
             from aelab.viz.views import render, split_pictures
@@ -84,8 +87,10 @@ def monitor_of(monitor: str | None, monitor_mode: str, model: Autoencoder) -> tu
 
     name = monitor or f"val/{model.monitor}"
     mode = monitor_mode or "auto"
-    if mode == "auto":
-        mode = direction(name) or "min"
+    if mode == "auto":  # the family's word on its own names first, then the name's, then "lower is better"
+        declared = model.metric_directions()
+        term = name.split("/", 1)[-1]
+        mode = (declared[term] if term in declared else direction(name)) or "min"
     return str(name), str(mode)
 
 

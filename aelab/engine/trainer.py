@@ -102,6 +102,7 @@ class Trainer:
         self.stop = StopSignals()
         self.epoch_seconds: list[float] = []
         self.last_metrics: dict[str, float] = {}
+        self.directions: dict[str, str | None] = {}
         self.started = False
 
     # ---- the loop -------------------------------------------------------------------------
@@ -295,6 +296,7 @@ class Trainer:
             report = self.evaluate(self.data.val, pictures)
         val = report.scalars
         self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **report.prefixed("val")}
+        self.directions = report.prefixed_directions("train", "val")  # metrics.json carries the family's word
         self.logger.report(report, "val", self.step)
         self.logger.scalars({"train/epoch": self.epoch}, self.step)
         value = self.last_metrics[self.monitor]
@@ -316,6 +318,7 @@ class Trainer:
         out["monitor"], out["monitor_mode"] = self.monitor, self.monitor_mode
         out["monitor_best"], out["monitor_best_epoch"] = self.best, self.best_epoch
         out["stopped_early"] = self.stopped_early
+        out["directions"] = {k: v for k, v in self.directions.items() if k in out}
         out["epochs"], out["steps"] = self.epoch, self.step
         if self.epoch_seconds:
             out["time/epoch_s"] = statistics.median(self.epoch_seconds)

@@ -9,19 +9,18 @@ the ELBO's reconstruction NLL (lower), `frechet_reference` a Fréchet distance (
 `negative` just before the deciding word turns it round: `neg_elbo` is lower-is-better, `elbo` higher.
 
 Decisions worth knowing:
-  - every loss term a family returns that is listed below (`recon`, `kl`, `sparsity`, `label`, `tc`, `mmd`,
-    `code_l2`, `weight_decay`, `codebook`, ...) is lower-is-better; the adversarial players' terms (`adv_gen`,
-    `adv_disc`, `adv_gen_label`, ...) have no direction: one player's gain is the other's loss, so neither low nor
-    high means a better model; nor have `mi` (beta-TCVAE's index-code mutual information: a penalty in its loss,
-    information worth keeping as a diagnostic) and the families' code statistics (`code_std_mean`, ...);
-  - `active_units` is higher-is-better: posterior collapse shows as few active units;
+  - a family's own names (its loss terms and diagnostics) are the family's to say: `Autoencoder.directions`
+    (a loss term is lower-is-better unless the family says otherwise, e.g. the adversarial players' `adv_*`, which
+    have no better side), written into metrics.json's `directions` by train and eval and read first by
+    `aelab report` (`resolve(..., recorded=)`) and the checkpoint monitor. The rules below read the names every
+    run shares, and the names of runs written before families said so;
   - `perplexity` alone has no direction (a language model's perplexity is better low, a VQ codebook's usage
-    perplexity better high); `codebook_perplexity` is higher-is-better;
+    perplexity better high);
   - disentanglement scores (`mig`, `sap`, `dci_*`, `disentanglement`, `completeness`, `informativeness`,
     `*_score`) are higher-is-better; informativeness follows disentanglement_lib, where it is a prediction accuracy;
   - bits (the PixelCNN prior's `uniform_bits`, bits per dimension) are lower-is-better;
   - rates (`images_per_s`) are higher-is-better, durations (`time/epoch_s`, `seconds`) lower-is-better;
-  - sparse-AE diagnostics (`mean_activation`, `active_fraction`) and counters (`epochs`, `steps`) have none.
+  - counters (`epochs`, `steps`) have none.
 """
 
 from __future__ import annotations
@@ -33,27 +32,16 @@ Direction = Literal["min", "max"]
 MODES = ("auto", "min", "max")  # the values of `mode=` (report) and `trainer.monitor_mode`: auto asks direction()
 DESCRIBED = {"min": "lower is better", "max": "higher is better"}
 
-# Whole last segments that read wrongly word by word.
-_EXACT: dict[str, Direction | None] = {
-    "active_units": "max",
-    "explained_variance": "max",
-    "codebook_perplexity": "max",
-    "codes_used": "max",  # vq_vae: the fraction of codebook vectors chosen (dead codes waste capacity)
-    "mean_activation": None,
-    "active_fraction": None,
-}
-
 _LOWER = (
-    "loss", "recon", "kl", "nll", "bce", "mse", "mae", "rmse", "error", "err", "sparsity", "label", "frechet", "fid",
-    "kid", "distance", "bpd", "bits", "commitment", "codebook", "tc", "mmd", "contractive", "penalty", "l2", "decay",
-    "seconds", "s", "time",
+    "loss", "recon", "kl", "nll", "bce", "mse", "mae", "rmse", "error", "err", "frechet", "fid", "kid", "distance",
+    "bpd", "bits", "seconds", "s", "time",
 )
 _HIGHER = (
     "accuracy", "acc", "auroc", "auprc", "auc", "psnr", "ssim", "precision", "recall", "f1", "elbo", "likelihood",
     "score", "mig", "sap", "dci", "disentanglement", "completeness", "informativeness", "modularity", "explicitness",
     "r2",
 )
-_NONE = ("adv", "perplexity", "epoch", "epochs", "step", "steps", "components")
+_NONE = ("perplexity", "epoch", "epochs", "step", "steps")
 _WORDS: dict[str, Direction | None] = {**{w: "min" for w in _LOWER}, **{w: "max" for w in _HIGHER},
                                        **{w: None for w in _NONE}}
 _NEGATIONS = ("neg", "negative")
@@ -65,10 +53,6 @@ _NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?(e-?[0-9]+)?")  # a dimension (kl_dim/03
 def direction(name: str) -> Direction | None:
     """'min' (lower is better), 'max' (higher is better) or None (unknown, or no better side) for a metric name."""
     last = name.rsplit("/", 1)[-1].lower()
-    if last in _EXACT:
-        return _EXACT[last]
-    if last.startswith("adv_"):  # an adversarial player's term (adv_gen, adv_disc_label): one's gain, the other's loss
-        return None
     if _RATE.search(last):
         return "max"
     words = [w for w in re.split(r"[/_]", name.lower()) if w and not _NUMBER.fullmatch(w)]
@@ -82,8 +66,13 @@ def direction(name: str) -> Direction | None:
     return None
 
 
-def resolve(name: str, mode: str = "auto") -> Direction | None:
-    """The direction to rank `name` by: `mode` when it is min or max, the metric's own with auto."""
+def resolve(name: str, mode: str = "auto", recorded: dict[str, str | None] | None = None) -> Direction | None:
+    """The direction to rank `name` by: `mode` when it is min or max; with auto, what the run's family recorded
+    for it (metrics.json's `directions`), else what its name says."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return direction(name) if mode == "auto" else mode  # type: ignore[return-value]
+    if mode != "auto":
+        return mode  # type: ignore[return-value]
+    if recorded and name in recorded:
+        return recorded[name]  # type: ignore[return-value]
+    return direction(name)

@@ -48,6 +48,7 @@ def hash_fraction(index: Tensor) -> Tensor:  # (B,) int -> (B,) in [0, 1): a fix
 
 
 class AAE(Autoencoder):
+    directions = {"adv_gen": None, "adv_gen_label": None, "adv_disc": None, "adv_disc_label": None, "accuracy": "max"}
     has_prior = True
 
     @classmethod

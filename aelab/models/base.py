@@ -86,6 +86,11 @@ class Autoencoder(nn.Module):
 
     has_prior: ClassVar[bool] = False
     has_posterior: ClassVar[bool] = False  # posterior(x, y) -> (mu, logvar): a Gaussian q(z|x) (ELBO, IS-NLL)
+    # How the family's own metric names read, where "lower is better" would be wrong or where only the family
+    # knows: its diagnostics, and loss terms that are no model's quality (opposing players). "max": higher is
+    # better, None: no better side. A loss term not named here is "min": it is what training minimises. A family
+    # adds to its parents' (metric_directions merges them); the checkpoint monitor and `aelab report` ask this.
+    directions: ClassVar[dict[str, str | None]] = {}
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
@@ -107,6 +112,14 @@ class Autoencoder(nn.Module):
         """The validation scalar (no split prefix) whose best value marks the best model (best.pt, early
         stopping); families whose loss sum does not mean "better" (opposing players, a weight schedule) override."""
         return "loss"
+
+    @classmethod
+    def metric_directions(cls) -> dict[str, str | None]:
+        """The directions this family and its parents declare (the nearest class wins)."""
+        merged: dict[str, str | None] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("directions", {}))
+        return merged
 
     @property
     def conditional(self) -> bool:

@@ -43,6 +43,7 @@ class BetaTCVAE(VAE):
     """Weights: alpha on the index-code mutual information, beta on the total correlation, gamma on the
     dimension-wise KL (the paper: alpha = gamma = 1, beta = 6). dataset_size: N in the estimator; null takes
     the training split's size when training starts (before that, e.g. on a model never trained, the batch's)."""
+    directions = {"mi": None, "estimate_mi": None, "estimate_tc": "min"}  # index-code information: penalised, yet worth keeping
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  beta: Annotated[float, Range(0, None)] = 6.0, alpha: Annotated[float, Range(0, None)] = 1.0,

@@ -37,6 +37,7 @@ def dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:  # (D
 
 class DIPVAE(VAE):
     """variant: i | ii; lambda_od, lambda_d: weights of the off-diagonal and diagonal penalties."""
+    directions = {"code_cov_mean_diagonal": None, "code_cov_max_off_diagonal": "min"}
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  variant: Annotated[str, OneOf(VARIANTS)] = "i", lambda_od: Annotated[float, Range(0, None)] = 10.0,

@@ -34,6 +34,7 @@ def permute_dims(z: Tensor) -> Tensor:  # (B, D) -> (B, D): each column shuffled
 class FactorVAE(VAE):
     """gamma: weight of the total-correlation estimate (the paper: 6.4 to 100, 40 on dSprites); disc_hidden: the
     discriminator's hidden sizes (the paper: six of 1000); disc_lr_scale: its learning rate over the VAE's."""
+    directions = {"adv_disc": None, "disc_hit_rate": None, "tc_estimate": "min"}  # the discriminator is an opponent, not the model
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  gamma: Annotated[float, Range(0, None)] = 10.0,

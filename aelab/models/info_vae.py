@@ -26,6 +26,7 @@ from aelab.schema import OneOf, Range
 
 
 class InfoVAE(VAE):
+    directions = {"mmd": "min"}
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None,

@@ -23,6 +23,7 @@ from aelab.schema import Annotated, OneOf, Range
 
 class PCA(Autoencoder):
     """latent_dim components, or with `variance` the fewest that keep that fraction of the variance (the arch is unused)."""
+    directions = {"explained_variance": "max", "components": None}
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  variance: Annotated[float | None, Range(0, 1, low_open=True)] = None,

@@ -30,6 +30,7 @@ def bernoulli_kl(rho: float, rho_hat: Tensor) -> Tensor:  # (D,) KL(Bernoulli(rh
 
 class SparseAE(AE):
     """penalty=l1: beta * summed activation per example; penalty=kl: beta * sum over units of KL(rho || mean activation)."""
+    directions = {"mean_activation": None, "active_fraction": None}  # targets, not scores
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  beta: Annotated[float, Range(0, None)] = 1.0, penalty: Annotated[str, OneOf(PENALTIES)] = "l1",

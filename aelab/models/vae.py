@@ -30,6 +30,7 @@ def reparameterize(mu: Tensor, logvar: Tensor, samples: int | None = None) -> Te
 
 
 class VAE(Autoencoder):
+    directions = {"active_units": "max"}  # few active units: posterior collapse
     has_prior = True
     has_posterior = True
     prior_is_standard_normal = True  # whether the KL of each dimension to N(0, 1) is the model's KL term

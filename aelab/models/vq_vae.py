@@ -111,6 +111,7 @@ class Codebook(nn.Module):
 
 
 class VQVAE(Autoencoder):
+    directions = {"codebook_perplexity": "max", "codes_used": "max", "code_restarts": None}  # dead codes waste capacity
     has_prior = False  # the prior is fitted after training: pixelcnn_prior.fit_pixelcnn
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],

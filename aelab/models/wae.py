@@ -28,6 +28,7 @@ ENCODERS = ("deterministic", "gaussian")  # z = f(x), or z ~ N(mu(x), diag sigma
 
 
 class WAE(Autoencoder):
+    directions = {"code_mean_norm": "min", "code_std_mean": None, "posterior_std_mean": None}
     has_prior = True
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],

@@ -28,6 +28,7 @@ class Run:
     status: str  # done | failed | running | stopped | incomplete
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # train's metrics.json + the latest eval per key
+    directions: dict[str, str | None] = field(default_factory=dict)  # what the run's family said of its metrics
     config: dict[str, Any] | None = None  # .hydra/config.yaml, read lazily for keys the run did not override
 
     def value(self, key: str) -> str | None:
@@ -127,12 +128,21 @@ def read_run(path: Path, root: Path) -> Run:
                if not k.startswith("hydra") and v is not None}
     train = _read_json(path / "metrics.json")
     metrics = _numeric(train)
+    directions = _directions(train)
     for eval_file in sorted(path.glob("eval/*/metrics.json")):  # oldest first: the latest eval wins
-        for key, value in _numeric(_read_json(eval_file)).items():
+        found = _read_json(eval_file)
+        for key, value in _numeric(found).items():
             metrics[key if key not in train else f"eval/{key}"] = value
+        directions.update({key if key not in train else f"eval/{key}": d for key, d in _directions(found).items()})
     status, error = _status(path, bool(train))
     name = "." if path == root else str(path.relative_to(root))
-    return Run(path, name, overrides, choices, status, error, metrics)
+    return Run(path, name, overrides, choices, status, error, metrics, directions)
+
+
+def _directions(values: dict[str, Any]) -> dict[str, str | None]:
+    """The `directions` a metrics.json carries (runs written before they did carry none)."""
+    found = values.get("directions")
+    return {str(k): v for k, v in found.items() if v in ("min", "max", None)} if isinstance(found, dict) else {}
 
 
 def gather(root: Path) -> list[Run]:

@@ -138,7 +138,9 @@ def build_report(root: Path, metrics: list[str] | tuple[str, ...] = DEFAULT_METR
             if xs:
                 group.stats[metric] = Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
     y = y if y in columns else None
-    return SweepTable(root, runs, keys, constant, seed_key, columns, y, ordered, mode, resolve(y, mode) if y else None)
+    recorded = next((r.directions for r in runs if y in r.directions), None)  # the family's word, when a run has it
+    return SweepTable(root, runs, keys, constant, seed_key, columns, y, ordered, mode,
+                      resolve(y, mode, recorded) if y else None)
 
 
 def _decimals(x: float) -> int:

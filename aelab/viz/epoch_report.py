@@ -32,6 +32,11 @@ class Report:
     histograms: dict[str, Tensor] = field(default_factory=dict)
     images: dict[str, Tensor] = field(default_factory=dict)  # (3, H, W) in [0, 1]
     figures: dict[str, Any] = field(default_factory=dict)  # matplotlib figures (scatter plots of vectors)
+    # what the family says of its scalars ("min", "max", None: no better side); the rest go by their names
+    directions: dict[str, str | None] = field(default_factory=dict)
 
     def prefixed(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}/{k}": v for k, v in self.scalars.items()}
+
+    def prefixed_directions(self, *prefixes: str) -> dict[str, str | None]:
+        return {f"{prefix}/{k}": v for prefix in prefixes for k, v in self.directions.items()}
