@@ -98,19 +98,17 @@ def compose_train(overrides: list[str]) -> tuple[DictConfig, Path]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    from aelab.commands import _common  # the resolvers the configs use
+    from aelab.sweep.rundirs import claims_released  # (and the resolvers the configs use)
 
-    claimed = set(_common._claimed)
     was_initialized = GlobalHydra.instance().is_initialized()
     if not was_initialized:
         initialize_config_module(config_module="aelab.conf", version_base="1.3")
     try:
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.choices.model} in the run dir name
-        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).absolute()
+        with claims_released():  # one run per call: the next call claims a new directory
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.choices.model} in the run dir name
+            run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).absolute()
     finally:
-        for fresh in set(_common._claimed) - claimed:  # one run per call: the next call claims a new directory
-            del _common._claimed[fresh]
         if not was_initialized:
             GlobalHydra.instance().clear()
     with open_dict(cfg):

@@ -10,6 +10,7 @@ interpolates it).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -279,9 +280,14 @@ def user_key(cfg: DictConfig | Mapping[str, Any], key: str) -> str:
 def _checked(table: Mapping[str, Any], groups: tuple[str, ...] = (),
              first: tuple[Callable[[dict[str, Any]], None], ...] = (),
              then: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> Callable[[DictConfig], None]:
-    """The check of one command: `first` (the run it reads), its keys, its groups' nodes, `then` (rules across keys)."""
+    """The check of one command: `first` (the run it reads), its keys, its groups' nodes, `then` (rules across keys).
+    A config that passed is not checked again in this process: the CLI's pre-check and the command's own run() (which
+    checks for callers from Python) see the same config, and it is validated once."""
     def check(cfg: DictConfig | Mapping[str, Any]) -> None:
         values = _resolved(cfg)
+        seen = (id(check), json.dumps(values, sort_keys=True, default=str))
+        if seen in _PASSED:
+            return
         try:
             for rule in first:
                 rule(values)
@@ -293,7 +299,11 @@ def _checked(table: Mapping[str, Any], groups: tuple[str, ...] = (),
             error.key = user_key(cfg, error.key)
             error.args = (error.line(),)
             raise
+        _PASSED.add(seen)
     return check
+
+
+_PASSED: set[tuple[int, str]] = set()  # (check, config) pairs validated in this process
 
 
 def _objective(values: dict[str, Any]) -> None:

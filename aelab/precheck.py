@@ -93,7 +93,7 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
+    import aelab.sweep.rundirs  # noqa: F401  (registers the resolvers the configs use)
 
     multirun = any(a in MULTIRUN_FLAGS for a in overrides)
     # hydra.* overrides configure Hydra, not the job; hydra.searchpath adds config folders (a family's YAML) the job needs

@@ -77,7 +77,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
+    import aelab.sweep.rundirs  # noqa: F401  (registers the resolvers the configs use)
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="aelab.conf", version_base="1.3"):

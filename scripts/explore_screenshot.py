@@ -95,7 +95,7 @@ def main() -> None:
 
     from hydra import compose, initialize_config_module
 
-    import aelab.commands._common  # noqa: F401  (the configs' resolvers)
+    import aelab.sweep.rundirs  # noqa: F401  (the configs' resolvers)
     from aelab.commands.explore import started
 
     with initialize_config_module(config_module="aelab.conf", version_base="1.3"):

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import aelab.commands._common  # noqa: F401  (registers the resolvers the configs use)
+import aelab.sweep.rundirs  # noqa: F401  (registers the resolvers the configs use)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: each stays single-threaded (set before any test imports torch), so OpenMP threads of two

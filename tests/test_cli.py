@@ -205,3 +205,20 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_a_config_is_validated_once_per_invocation(compose_cfg, monkeypatch) -> None:
+    """The pre-check validates; the command's run() (which checks for Python callers) then sees the same config."""
+    from aelab import config_check
+    from aelab.precheck import compose_checked
+
+    calls = []
+    real = config_check.check_keys
+    monkeypatch.setattr(config_check, "check_keys", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    overrides = ["model=ae", "data=synthetic", "latent_dim=3", "epochs=1", "seed=4242"]  # a config no other test has
+    compose_checked("train", overrides)
+    once = len(calls)
+    config_check.check_train(compose_cfg(overrides))
+    assert once > 0 and len(calls) == once
+    config_check.check_train(compose_cfg([*overrides[:-1], "seed=4243"]))  # another config is checked
+    assert len(calls) == 2 * once

@@ -1,8 +1,7 @@
-"""Glue shared by the commands: resolvers, the Hydra entry wrapper, run loading and output folders."""
+"""Glue shared by the commands: the Hydra entry wrapper (one-line errors) and output folders."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import tempfile
 import shutil
@@ -11,57 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from aelab.errors import (EXIT_WRITE_ERROR, UserError, WriteError, exit_with, full_errors_requested,
                           is_write_failure, os_reason)
-
-STARTED = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")  # one stamp per process, however often resolved
-
-
-_claimed: dict[str, str] = {}
-
-
-def _run_dir(resume: str | None, fresh: str) -> str:
-    """A resumed run keeps writing into its own directory; a new one claims a directory nobody else has.
-
-    Two `aelab train` started in the same second would get the same timestamped
-    name; the atomic mkdir gives the second one `<name>-1` instead of sharing.
-    """
-    if resume:
-        return str(resume)
-    rank = int(os.environ.get("RANK", "0"))
-    if rank > 0 and fresh not in _claimed:  # torchrun's other ranks: rank 0 alone writes the run
-        _claimed[fresh] = tempfile.mkdtemp(prefix=f"aelab-rank{rank}-")
-    if fresh not in _claimed:  # Hydra resolves the run dir several times: claim once per process
-        candidate, k = fresh, 0
-        while True:
-            try:
-                Path(candidate).parent.mkdir(parents=True, exist_ok=True)
-                Path(candidate).mkdir()
-                break
-            except FileExistsError:
-                k += 1
-                candidate = f"{fresh}-{k}"
-        _claimed[fresh] = candidate
-    return _claimed[fresh]
-
-
-def _output_subdir(resume: str | None) -> str:
-    """Hydra's config copy of a resumed run goes beside, never over, the original."""
-    return f".hydra/resume_{STARTED}" if resume else ".hydra"
-
-
-def register_resolvers() -> None:
-    from aelab.sweep.naming import job_dirname
-
-    for name, fn in (("aelab_run_dir", _run_dir), ("aelab_output_subdir", _output_subdir),
-                     ("aelab_job_dirname", job_dirname)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-register_resolvers()
+from aelab.sweep.rundirs import STARTED
 
 
 def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = None,
