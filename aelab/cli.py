@@ -8,20 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {
-    "train": "train a model: aelab train model=vae latent_dim=2",
-    "eval": "measure a trained run on a split: aelab eval run=outputs/<date>/<time>_vae",
-    "sample": "decode draws from the prior: aelab sample run=outputs/<date>/<time>_vae n=64",
-    "interpolate": "walk the latent space between two images: aelab interpolate run=<run> from=0 to=1",
-    "traverse": "latent traversals, a row per code dimension: aelab traverse run=<run> steps=10",
-    "fit-prior": "fit a density to a run's training codes: aelab fit-prior run=<run> prior=gmm components=10",
-    "report": "tabulate the runs under a folder, seeds as mean ± std: aelab report multirun/<date>/<time>",
-    "encode": "the code of every example as codes.npy/.csv: aelab encode run=<run> data=csv data.path=new.csv",
-    "reconstruct": "reconstruct new images under their own names: aelab reconstruct run=<run> data=folder data.source.path=in/ out=out/",
-    "score": "per-example anomaly scores and a flag: aelab score run=<run> data=csv data.path=new.csv",
-    "export": "encoder and decoder as standalone files: aelab export run=<run> format=torchscript",
-    "explore": "the latent space live in the browser (a local server): aelab explore run=<run>",
-}
+from aelab.commands import COMMANDS  # each command declared once: name, help; the rest follows from the name
 
 # Hydra flags that print or configure instead of running: hand them over unchecked.
 HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
@@ -49,7 +36,7 @@ examples:
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()))
+    return USAGE.format(commands="\n".join(f"  {c.name:<{width}}  {c.help}" for c in COMMANDS.values()))
 
 
 def report_dir_override(args: list[str]) -> list[str]:
@@ -80,13 +67,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if command == "report":
         rest = report_dir_override(rest)
-    command = command.replace("-", "_")  # fit-prior -> aelab/commands/fit_prior.py, conf/fit_prior.yaml
+    declared = COMMANDS[command]
     if not HYDRA_FLAGS.intersection(a.split("=", 1)[0] for a in rest):
         from aelab.precheck import precheck
 
-        precheck(command, rest)
-    module = importlib.import_module(f"aelab.commands.{command}")
-    sys.argv = [f"aelab {command}", *rest]
+        precheck(declared.config, rest)
+    module = importlib.import_module(declared.module)
+    sys.argv = [f"aelab {declared.config}", *rest]
     module.main()
 
 

@@ -375,10 +375,6 @@ check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span, _sam
 check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
 check_report = _checked(REPORT_KEYS, first=(_report_dir,))
 
-CHECKS = {"train": check_train, "eval": check_eval, "sample": check_sample, "interpolate": check_interpolate,
-          "report": check_report}
-TABLES = {"train": TRAIN_KEYS, "eval": EVAL_KEYS, "sample": SAMPLE_KEYS, "interpolate": INTERPOLATE_KEYS,
-          "report": REPORT_KEYS}
 
 
 # aelab fit-prior (aelab/commands/fit_prior.py): its keys, and the prior checked against the one list of fitted densities
@@ -389,8 +385,6 @@ FIT_PRIOR_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotat
 
 check_fit_prior = _checked(FIT_PRIOR_KEYS, (), (_run, _one_of("prior", "aelab.models.fitted_prior", "FITTED_PRIORS",
                                                                        required=True)))
-CHECKS["fit_prior"] = check_fit_prior
-TABLES["fit_prior"] = FIT_PRIOR_KEYS
 
 
 # aelab traverse (aelab/commands/traverse.py)
@@ -403,8 +397,6 @@ TRAVERSE_KEYS: dict[str, Any] = {
     "frame_ms": Annotated[int, Range(10, None)],
 }
 check_traverse = _checked(TRAVERSE_KEYS, ("data",), first=(_run,), then=(_span,))
-CHECKS["traverse"] = check_traverse
-TABLES["traverse"] = TRAVERSE_KEYS
 
 
 # aelab encode / reconstruct / score / export (aelab/commands/): a trained run applied to data of the user's
@@ -428,8 +420,6 @@ check_encode = _checked(ENCODE_KEYS, ("data",), first=(_run,))
 check_reconstruct = _checked(RECONSTRUCT_KEYS, ("data",), first=(_run,))
 check_score = _checked(SCORE_KEYS, ("data",), first=(_run,))
 check_export = _checked(EXPORT_KEYS, first=(_run,))
-CHECKS.update(encode=check_encode, reconstruct=check_reconstruct, score=check_score, export=check_export)
-TABLES.update(encode=ENCODE_KEYS, reconstruct=RECONSTRUCT_KEYS, score=SCORE_KEYS, export=EXPORT_KEYS)
 
 
 # aelab explore (aelab/commands/explore.py): a local server for a run's latent space; it writes nothing
@@ -452,5 +442,8 @@ def _explore_prior(values: dict[str, Any]) -> None:
 
 
 check_explore = _checked(EXPLORE_KEYS, ("data",), first=(_run,), then=(_explore_prior,))
-CHECKS["explore"] = check_explore
-TABLES["explore"] = EXPLORE_KEYS
+
+
+def check_of(config_name: str) -> Callable[[DictConfig], None]:
+    """The check of a command (aelab/commands/__init__.py): `check_<its config's name>` above."""
+    return globals()[f"check_{config_name}"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.config_check import CHECKS
+from aelab.config_check import check_of
 from aelab.errors import UserError, exit_with, full_errors_requested
 from aelab.files import why_not_writable
 
@@ -116,7 +116,7 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     finally:
         GlobalHydra.instance().clear()
     for cfg, run in zip(cfgs, runs):
-        CHECKS[command](cfg)
+        check_of(command)(cfg)
         if command == "train":
             check_shared_keys(cfg, run)
     check_output_dir(command, overrides, multirun)

@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from aelab.config_check import CHECKS
+from aelab.commands import COMMANDS
+from aelab.config_check import check_of
 from aelab.errors import UserError
 from conftest import REPO, arch_names, cli_env, model_names
 
@@ -55,7 +56,7 @@ def configs(places: dict[str, Path]) -> list[tuple[str, list[str]]]:
 
 def commands() -> list[str]:
     """The commands with a config (conf/<command>.yaml) and a check."""
-    return sorted(c for c in CHECKS if (REPO / "conf" / f"{c}.yaml").is_file())
+    return sorted(c.config for c in COMMANDS.values())
 
 
 def leaves(values: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -111,13 +112,13 @@ def test_every_key_refuses_a_wrong_value(places: dict[str, Path], tmp_path: Path
         bad = copy.deepcopy(base)
         put(bad, path, wrong)
         try:
-            CHECKS[command](bad)
+            check_of(command)(bad)
         except UserError as error:
             return None if error.key == path and "\n" not in error.line() else error.line()
         return "accepted"
 
     for command, overrides, base in composed:
-        CHECKS[command](base)  # the defaults themselves pass
+        check_of(command)(base)  # the defaults themselves pass
         where = f"{command} {' '.join(overrides)}"
         for path, value in leaves(base):
             keys.add((command, path))

@@ -191,7 +191,8 @@ def test_the_named_directions_of_the_design() -> None:
 
 def test_the_checker_sees_every_kind_of_import() -> None:
     assert ("aelab.commands.session", "aelab.commands._common") in {(e.source, e.target) for e in edges()}
-    assert ("aelab.cli", f"aelab.commands.{ANY}") in {(e.source, e.target) for e in edges()}  # import_module(f"...")
+    assert ("aelab.cli", "aelab.commands") in {(e.source, e.target) for e in edges()}  # the declared commands
+    # (cli imports a command's module by its declared name, Command.module: the commands package's own rule)
 
 
 # ---- each rule catches a violation planted in a fake tree ---------------------------------------------

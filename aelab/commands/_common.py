@@ -49,6 +49,22 @@ def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = No
         sys.exit(getattr(stop, "exit_code", 130))
 
 
+def hydra_entry(run: Callable[[Any], Any]) -> Callable[[], Any]:
+    """A command module's `main`: Hydra composes conf/<module's name>.yaml with the command line, then
+    run_command(run(cfg)) (one-line errors). The command's name is its module's, so nothing is named twice."""
+    import functools
+
+    import hydra
+
+    name = run.__module__.rsplit(".", 1)[-1]
+
+    @functools.wraps(run)  # Hydra names the job after the task function's module: the command's, not this one
+    def task(cfg: Any) -> Any:
+        return run_command(lambda: run(cfg))
+
+    return hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name=name)(task)
+
+
 def quiet_log_file_errors() -> None:
     """A log file that cannot be written (train.log on a full disk) is said once, in one line: logging's own
     handler would print a traceback at every record. The files that matter raise WriteError themselves."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
 from aelab.config_check import check_encode
@@ -98,6 +97,4 @@ def _parquet(path, header: list[str], columns: list[list[Any]]) -> bool:
     return True
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="encode")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

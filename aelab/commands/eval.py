@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.examples import named_data_config
 from aelab.commands.results import print_results
 from aelab.commands.samplers import choose_sampler
@@ -156,6 +155,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {**metrics, "output_dir": str(out.dir)}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="eval")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.samplers import choose_sampler
 from aelab.commands.session import RunSession, open_run
 from aelab.config_check import check_explore
@@ -100,6 +99,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {"url": url, "port": server.port, "points": len(app.codes)}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="explore")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

@@ -15,10 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
 from aelab.config_check import check_export
@@ -189,6 +188,4 @@ def _onnx(module, args: tuple, check: tuple, stem: Path, name: str):
     return path, torch.from_numpy(np.asarray(got, dtype=np.float32))
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="export")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

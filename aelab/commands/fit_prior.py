@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.results import print_results
 from aelab.commands.session import RunSession, open_run
 from aelab.config_check import check_fit_prior
@@ -66,6 +65,4 @@ def fit_pixelcnn_prior(cfg: DictConfig, session: RunSession) -> dict[str, Any]:
     return {"prior": "pixelcnn", "codes": codes, **prior.metrics, "file": str(path)}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="fit_prior")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

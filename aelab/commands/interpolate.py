@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.examples import pick_index
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
@@ -149,6 +148,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {**files, **info, "from": pairs[0][0], "to": pairs[0][1], "output_dir": str(out.dir)}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="interpolate")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
 from aelab.config_check import check_reconstruct
@@ -159,6 +158,4 @@ def _preview(x, recon):
     return grid(torch.cat(rows), nrow=PREVIEW_PER_ROW)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="reconstruct")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.config_check import check_report
 from aelab.errors import UserError
 from aelab.files import why_not_writable
@@ -33,6 +32,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"runs": len(report.runs), **report.counts(), "files": [str(p) for p in written]}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="report")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

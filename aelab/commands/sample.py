@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.examples import pick_index
 from aelab.commands.results import print_results
 from aelab.commands.samplers import choose_sampler
@@ -92,6 +91,4 @@ def style_transfer(model, data, cfg: DictConfig):
     return grid(torch.cat([batch.x, decoded]), nrow=k + 1)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="sample")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
 from aelab.config_check import SCORES, check_score
@@ -173,6 +172,4 @@ def _rows(applied, scores: dict[str, Any], names: list[str], flag, cfg: DictConf
     return [*header, *names, "is_anomaly"], rows
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="score")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)

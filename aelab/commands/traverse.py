@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aelab.commands._common import run_command
+from aelab.commands._common import hydra_entry
 from aelab.commands.examples import pick_index
 from aelab.commands.results import print_results
 from aelab.commands.session import open_run
@@ -52,6 +51,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {**files, **info, "dims": dims, "output_dir": str(out.dir)}
 
 
-@hydra.main(version_base="1.3", config_path="pkg://aelab.conf", config_name="traverse")
-def main(cfg: DictConfig) -> Any:
-    return run_command(lambda: run(cfg))
+main = hydra_entry(run)
