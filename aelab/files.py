@@ -103,6 +103,19 @@ def save_torch(obj: object, target: Path | str, what: str, sync: bool = False) -
     return write_bytes(target, buffer.getbuffer(), what, sync)
 
 
+def save_figure(fig: object, target: Path | str, what: str = "picture") -> Path:
+    """A matplotlib figure as target (its suffix names the format), whole or not at all, and released."""
+    import matplotlib.pyplot as plt
+
+    target = Path(target)
+    try:
+        with atomic_path(target, target.suffix, what=what) as tmp:
+            fig.savefig(tmp)  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)  # type: ignore[arg-type]
+    return target
+
+
 _unwritable_said: set[str] = set()
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.files import atomic_path
+from aelab.files import atomic_path, save_figure
 
 if TYPE_CHECKING:
     from aelab.viz.epoch_report import Report
@@ -40,7 +40,6 @@ class ResultWriter:
         import torch
 
         from aelab.viz.images import save_png
-        from aelab.viz.views import save_figure
 
         path = self.dir / f"{name.replace('/', '_')}.png"
         if isinstance(picture, torch.Tensor):

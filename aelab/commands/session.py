@@ -112,14 +112,3 @@ def open_run(cfg: DictConfig, command: str, writes: bool = True) -> Iterator[Run
         yield session
     finally:
         session.close()
-
-
-@contextmanager
-def open_run(cfg: DictConfig, command: str, writes: bool = True) -> Iterator[RunSession]:
-    """A RunSession whose output folder gets its config and TensorBoard events closed however the command ends.
-    writes=False: a command that writes nothing (explore) also opens a run in a folder it cannot write."""
-    session = RunSession(cfg, command, writes)
-    try:
-        yield session
-    finally:
-        session.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aelab.errors import UserError
-from aelab.files import atomic_path
+from aelab.files import save_figure
 from aelab.metrics.directions import DESCRIBED
 from aelab.sweep.table import SweepTable, as_number
 
@@ -75,9 +75,4 @@ def plot_metric(report: SweepTable, x: str, y: str, path: Path) -> Path:
     if 1 < len(series) <= 12:  # a search's one-point-per-setting cloud would drown in its legend
         ax.legend(fontsize="small")
     fig.tight_layout()
-    try:
-        with atomic_path(path, path.suffix, what="plot") as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, what="plot")

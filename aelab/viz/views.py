@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from aelab.data.base import Split
-from aelab.files import atomic_path
 from aelab.models.base import Autoencoder, Picture
 from aelab.viz.images import grid
 
@@ -248,16 +247,6 @@ def release(figures) -> None:
         plt.close(fig)
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG and release it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path, path.suffix, what="picture") as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
 
 
 # ---- an epoch's pictures (the engine's report asks for them; sinks show them) -----------------------
