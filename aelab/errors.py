@@ -26,13 +26,12 @@ class WriteError(OSError):
     """A file aelab must write could not be written (a full disk, a read-only folder): one line naming the path
     and what was being written, exit status 1. An OSError, so a cache's `except OSError` still falls back."""
 
-    def __init__(self, what: str, path: object, reason: str, hint: str | None = None) -> None:
-        self.what, self.path, self.reason, self.hint = what, str(path), reason, hint
+    def __init__(self, what: str, path: object, reason: str) -> None:
+        self.what, self.path, self.reason = what, str(path), reason
         super().__init__(self.line())
 
     def line(self) -> str:
-        tail = f" ({self.hint})" if self.hint else ""
-        return f"error: could not write {self.what} {self.path}: {self.reason}{tail}"
+        return f"error: could not write {self.what} {self.path}: {self.reason}"
 
 
 # The errors of a write the user can remedy (space, quota, permissions, a read-only mount, a file too large).
@@ -41,7 +40,8 @@ WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG"}
 
 def os_reason(exc: BaseException) -> str:
     """An OSError's own words (`No space left on device`), without its errno prefix and path."""
-    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or first_line
 
 
 def is_write_failure(exc: BaseException) -> bool:

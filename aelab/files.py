@@ -51,7 +51,7 @@ def why_not_writable(path: Path | str) -> str | None:
 
 
 @contextmanager
-def writing(what: str, path: Path | str, hint: str | None = None) -> Iterator[None]:
+def writing(what: str, path: Path | str) -> Iterator[None]:
     """An OSError in the block (a full disk, a read-only folder) becomes a WriteError naming what was being
     written and where: one line for the user instead of a traceback."""
     try:
@@ -59,7 +59,7 @@ def writing(what: str, path: Path | str, hint: str | None = None) -> Iterator[No
     except WriteError:
         raise
     except OSError as exc:
-        raise WriteError(what, path, os_reason(exc), hint) from exc
+        raise WriteError(what, path, os_reason(exc)) from exc
 
 
 @contextmanager

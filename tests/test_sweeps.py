@@ -97,7 +97,7 @@ def test_objective_for_an_optimising_sweeper() -> None:
 
 
 def _hydra_cfg(overrides: list[str]):
-    import aelab.commands._common  # noqa: F401  (resolvers)
+    import aelab.sweep.rundirs  # noqa: F401  (resolvers)
 
     GlobalHydra.instance().clear()
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import shutil
 import sys
 from collections.abc import Callable

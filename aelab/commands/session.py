@@ -21,8 +21,6 @@ from aelab.errors import UserError
 from aelab.files import why_not_writable
 
 if TYPE_CHECKING:
-    import torch
-
     from aelab.data.base import DataModule, Split
     from aelab.engine.loading import LoadedRun
     from aelab.models.base import Autoencoder

@@ -7,7 +7,6 @@ for (D,) vectors (D > 2 projected on the inputs' first two principal components)
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor
