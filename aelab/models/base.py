@@ -91,11 +91,17 @@ class Autoencoder(nn.Module):
     # better, None: no better side. A loss term not named here is "min": it is what training minimises. A family
     # adds to its parents' (metric_directions merges them); the checkpoint monitor and `aelab report` ask this.
     directions: ClassVar[dict[str, str | None]] = {}
+    data_kinds: ClassVar[tuple[str, ...]] = ("images", "vectors")  # what one example may be: (C, H, W) and/or (D,)
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: int,
                  likelihood: str = "bernoulli", input_noise: float = 0.0, num_classes: int | None = None,
                  condition: Condition | None = None) -> None:
         super().__init__()
+        kind = "images" if len(input_shape) == 3 else "vectors"
+        if kind not in self.data_kinds:  # the family's declaration: refused before any module is built
+            family = type(self).__name__
+            raise UserError("model", f"{family} takes {' or '.join(self.data_kinds)}, the data's examples are {kind} "
+                            f"of shape {list(input_shape)}", f"{' or '.join(self.data_kinds)} data")
         self.input_shape = tuple(input_shape)
         self.latent_dim = int(latent_dim)
         self.likelihood = make_likelihood(likelihood)

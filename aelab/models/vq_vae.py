@@ -113,6 +113,7 @@ class Codebook(nn.Module):
 class VQVAE(Autoencoder):
     directions = {"codebook_perplexity": "max", "codes_used": "max", "code_restarts": None}  # dead codes waste capacity
     has_prior = False  # the prior is fitted after training: pixelcnn_prior.fit_pixelcnn
+    data_kinds = ("images",)  # it quantises a grid of image features
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  codebook_size: Annotated[int, Range(2, None)] = 512,
@@ -125,9 +126,6 @@ class VQVAE(Autoencoder):
                  likelihood: Annotated[str, OneOf(LIKELIHOOD_NAMES)] = "bernoulli",
                  input_noise: Annotated[float, Range(0, None)] = 0.0,
                  num_classes: int | None = None) -> None:
-        if len(input_shape) != 3:
-            raise UserError("model", f"vq_vae quantises a grid of image features, the data's examples are vectors "
-                            f"of shape {list(input_shape)}", "image data, e.g. data=mnist or data=synthetic")
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes)
         self.spatial = isinstance(arch, ConvArch)
         self.grid, self.embedding_dim = self._layout(arch, embedding_dim)
