@@ -43,6 +43,7 @@ PRESETS_DIR = REPO / "conf" / "experiment"
 DEFAULT_OUT = REPO / "docs" / "gallery"
 MAX_BYTES = 300_000  # a committed picture stays below this (PNG or GIF)
 UPSCALE_BELOW = 400  # a PNG whose longer side is shorter is enlarged by a whole factor (nearest neighbour: no blur)
+EXPLORE_SHOT = "explore.png"  # aelab explore's page (scripts/explore_screenshot.py), shown at the end of the page
 GIF_MAX_SIDE = 360  # a GIF larger than MAX_BYTES is scaled down to this side, then loses frames and pixels
 
 
@@ -428,8 +429,9 @@ def write_page(out: Path, manifest: dict, entries: tuple[Entry, ...]) -> Path:
     full = runs.get("full")
     lines = ["# Gallery", "",
              ("What every experiment preset of aelab (`conf/experiment/`) produces, drawn by aelab's own commands from "
-              "a run trained with the preset's settings. Written by `python scripts/gallery.py` from the table in that "
-              "script: do not edit by hand; `--only <preset>` redraws one preset. Each picture says which command made "
+              "a run trained with the preset's settings. Written by `python scripts/gallery.py` from its table, "
+              "`scripts/gallery.yaml`: do not edit by hand; `--only <preset>` redraws one preset. Each picture says "
+              "which command made "
               "it (`<work>` is the script's work folder; training ran as `aelab train experiment=<preset> logger=none "
               "hydra.run.dir=<work>/<preset>`)."), ""]
     if full:
@@ -473,6 +475,14 @@ def write_page(out: Path, manifest: dict, entries: tuple[Entry, ...]) -> Path:
                 else:
                     lines += [f"![{shot.title}]({entry.preset}/{name})", ""]
                 lines += [f"`{done['shots'][name]}`", ""]
+    if (out / EXPLORE_SHOT).is_file():  # not a preset: the live explorer on a trained run, drawn by its own script
+        lines += ["## aelab explore", "",
+                  ("A trained run's latent space live in the browser (`aelab explore run=<run>`): the test codes by "
+                   "class over draws of the prior, the decode under the pointer, a slider per code dimension ordered by "
+                   "KL, and the interpolation between two clicked examples (here a 7 becoming a 1). "
+                   "See [docs/explore.md](../explore.md)."), "",
+                  f"![aelab explore on a 2-D VAE]({EXPLORE_SHOT})", "",
+                  "`python scripts/explore_screenshot.py <run>` (headless Chromium)", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
