@@ -364,3 +364,11 @@ def test_killed_mid_write_leaves_the_previous_file_or_none(trained, tmp_path, na
     else:
         assert not [p for p in trained.rglob(name)], "nothing under the name a user reads"
     # (fit-prior, export and checkpoints write through the same atomic_path: tested above for a full disk)
+
+
+def test_an_os_error_no_writer_names_is_still_one_line_with_the_path(capsys) -> None:
+    def unnamed() -> None:  # e.g. a library writing (or reading) a file aelab does not wrap
+        raise OSError(errno.ENOSPC, NO_SPACE, "/some/where/file.bin")
+
+    line = _exits_with_one_line(unnamed, capsys)
+    assert line == f"error: /some/where/file.bin: {NO_SPACE}"

@@ -37,9 +37,10 @@ def run_command(task: Callable[[], Any], cleanup: Callable[[], None] | None = No
     except OSError as error:
         if not isinstance(error, WriteError) and not is_write_failure(error) or full_errors_requested():
             raise
-        if not isinstance(error, WriteError):  # a write no `writing(...)` names: the path is what the OS says
-            error = WriteError("file", error.filename or "(unnamed)", os_reason(error))
-        print(f"{error.line()}{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
+        # an error no `writing(...)` names (it may be a read, e.g. a file without permission): what the OS says
+        line = error.line() if isinstance(error, WriteError) else \
+            f"error: {error.filename or 'a file'}: {os_reason(error)}"
+        print(f"{line}{'; ' + interrupted() if interrupted else ''}", file=sys.stderr)
         sys.exit(EXIT_WRITE_ERROR)
     except KeyboardInterrupt as stop:  # Ctrl-C, or the engine's clean stop on SIGINT/SIGTERM
         what = f"stopped by {stop}" if str(stop) else "interrupted"
