@@ -123,21 +123,24 @@ def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     return cfgs
 
 
+def given_values(overrides: list[str], key: str) -> list[str]:
+    """The values the command line gives `key` (`key=v` or `+key=v`), in order, quotes stripped."""
+    return [a.split("=", 1)[1].strip("'\"") for a in overrides if "=" in a and a.lstrip("+").split("=", 1)[0] == key]
+
+
 def check_shared_keys(cfg: DictConfig, overrides: list[str]) -> None:
     """A shared knob (beta, noise, latent_dim) set on the command line for a family that does not read it is
     refused in one line: `aelab train model=ae beta=4` would otherwise train the same run and say nothing, and a
     sweep over beta would train identical jobs for such families (so a sweep is refused too, naming the job)."""
+    from importlib.resources import files
+
     from aelab.schema import SHARED_KEYS, shared_keys_read
 
-    given = {a.lstrip("+").split("=", 1)[0] for a in overrides if "=" in a}
-    ignored = [k for k in SHARED_KEYS if k in given and k not in shared_keys_read(cfg.model)]
+    ignored = [k for k in SHARED_KEYS if given_values(overrides, k) and k not in shared_keys_read(cfg.model)]
     if not ignored:
         return
     key = ignored[0]
-    family = next((a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == "model"),
-                  str(cfg.model._target_).rsplit(".", 1)[-1])
-    from importlib.resources import files
-
+    family = (given_values(overrides, "model") or [str(cfg.model._target_).rsplit(".", 1)[-1]])[-1]
     readers = sorted(p.name.removesuffix(".yaml") for p in (files("aelab.conf") / "model").iterdir()
                      if p.name.endswith(".yaml") and key in shared_keys_read(p.read_text()))
     raise UserError(key, f"model={family} does not read it (setting it would change nothing)",
@@ -150,15 +153,15 @@ def check_output_dir(command: str, overrides: list[str], multirun: bool) -> None
     check their outputs when they open the run: aelab/commands/session.py.)"""
     if command != "train":
         return
-    resume = [a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == "resume"]
-    if resume and resume[-1].strip("'\"") not in ("", "null"):
-        problem = why_not_writable(Path(resume[-1].strip("'\"")).expanduser() / "checkpoints")
+    resume = given_values(overrides, "resume")
+    if resume and resume[-1] not in ("", "null"):
+        problem = why_not_writable(Path(resume[-1]).expanduser() / "checkpoints")
         if problem:
             raise UserError("resume", problem, "a run folder you can write: its checkpoints are written there")
         return  # a resumed run writes into its own folder, not a new one
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [a.split("=", 1)[1] for a in overrides if a.lstrip("+").split("=", 1)[0] == key]
-    value = given[-1].strip("'\"") if given else ("multirun" if multirun else "outputs")
+    given = given_values(overrides, key)
+    value = given[-1] if given else ("multirun" if multirun else "outputs")
     static = Path(value.split("${", 1)[0] or ".")  # the part before any ${now:...} is what must exist or be made
     problem = why_not_writable(static)
     if problem:
