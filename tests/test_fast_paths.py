@@ -191,6 +191,24 @@ def _work(n: int):
     return lambda: a @ a
 
 
+def test_a_conv_stacks_layout_does_not_depend_on_what_its_first_forward_was(fast_paths, monkeypatch) -> None:
+    """A trained model's first forward is a training step, the same model reopened first encodes an eval batch: the
+    layout each keeps for good must come from one key, or the two compute differently (a flaky bit-for-bit test)."""
+    from aelab.nets.conv import ConvEncoder
+
+    keys = []
+    real = fast_paths.choose
+    monkeypatch.setattr(fast_paths, "choose", lambda path, key, candidates: (keys.append((path, key)),
+                                                                             real(path, key, candidates))[1])
+    torch.manual_seed(0)
+    trained, reopened = ConvEncoder((1, 16, 16), [8, 16], 4, 0.2), ConvEncoder((1, 16, 16), [8, 16], 4, 0.2)
+    trained(torch.rand(64, 1, 16, 16)).sum().backward()  # a training step's batch
+    with torch.no_grad():
+        reopened.eval()(torch.rand(7, 1, 16, 16))  # an evaluation batch of another size, no gradients
+    layout = [k for k in keys if k[0] == "conv_layout"]
+    assert len(layout) == 2 and layout[0] == layout[1] and trained.layout == reopened.layout
+
+
 def test_auto_keeps_the_faster_way_and_a_tie_keeps_the_plain_one(fast_paths) -> None:
     small, large = _work(32), _work(256)  # ~500x apart in FLOPs
     assert fast_paths.use_fast("linear", "a", small, large) is True

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from aelab.nets.fastpath import FAST_PATHS, probe, rows_bucket
+from aelab.nets.fastpath import FAST_PATHS, probe
 from aelab.nets.linear import Linear
 from aelab.schema import Annotated, Range
 
@@ -35,15 +35,20 @@ class LayoutTuned(nn.Module):
 
 
 def _channels_last_is_faster(stack: LayoutTuned, x: Tensor, extra: tuple[Tensor | None, ...]) -> bool:
-    backward = torch.is_grad_enabled() and any(p.requires_grad for p in stack.parameters())
+    """A stack keeps the layout of its first forward for good, so the choice must not depend on what that forward
+    was: a trained model's first call is a training step, the same model reopened by `aelab eval` first encodes an
+    evaluation batch. The key is therefore the stack and one example's shape (not the batch size, nor whether
+    gradients are on), timed on PROBE_ROWS examples with the backward pass where the stack has trainable
+    parameters: trained and reopened, a model computes in the same layout (bit for bit)."""
+    backward = any(p.requires_grad for p in stack.parameters())
     shapes = ",".join("x".join(map(str, p.shape)) for p in stack.parameters())
     amp = torch.is_autocast_enabled(x.device.type)
-    key = (f"{type(stack).__name__} {rows_bucket(x.shape[0])}x{'x'.join(map(str, x.shape[1:]))} {x.device.type} "
+    key = (f"{type(stack).__name__} {'x'.join(map(str, x.shape[1:]))} {x.device.type} "
            f"{str(torch.get_autocast_dtype(x.device.type) if amp else x.dtype).removeprefix('torch.')} "
            f"params {zlib.crc32(shapes.encode()):08x}{' train' if backward else ''}")
 
     def candidates():
-        rows = min(x.shape[0], PROBE_ROWS)  # the layouts' relative speed, at a fraction of a full batch's time
+        rows = PROBE_ROWS  # the layouts' relative speed, at a fraction of a full batch's time
         probe_x = probe(rows, *x.shape[1:], like=x)
         probe_extra = tuple(None if e is None else probe(rows, *e.shape[1:], like=e) for e in extra)
         copies = {}
