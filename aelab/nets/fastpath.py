@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from aelab.files import atomic_path, cache_not_written, data_dir
@@ -53,6 +53,18 @@ class Choice:
     fast_us: float | None = None  # the timings it was made on (None: forced by a mode)
     plain_us: float | None = None
     source: str = "measured"  # measured | cached | the run's | forced | untimed in a distributed run
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}|{self.key}"
+
+    def entry(self) -> dict:
+        """What a checkpoint's record and the machine's cache store of a choice."""
+        return {"fast": self.fast, "fast_us": self.fast_us, "plain_us": self.plain_us}
+
+    @classmethod
+    def from_entry(cls, path: str, key: str, entry: Mapping, source: str) -> Choice:
+        return cls(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), source)
 
     def describe(self) -> str:
         way = PATHS[self.path][0 if self.fast else 1]
@@ -78,8 +90,7 @@ class FastPaths:
         """Set every path's mode (and some paths' own); forgets this process's choices (and any adopted run's) so
         they are made anew, and reads the machine's cache again ($AELAB_DATA_DIR may have changed).
         timing=False (ranks of a distributed run): an auto path takes its cached choice, else the plain way."""
-        self.modes = dict.fromkeys(PATHS, mode)
-        self.modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
+        self.modes = _modes(mode, per_path)
         self.made.clear()
         self._adopted.clear()
         self._cached = None
@@ -90,17 +101,13 @@ class FastPaths:
         """A trained run opened for a command (eval, sample, ...): its modes and its recorded choices. Choices this
         process already made under the same modes stay (a run trained and then reopened in one process computes
         a shape it never recorded as it just did, instead of timing it again under another load)."""
-        modes = dict.fromkeys(PATHS, mode)
-        modes.update({p: m for p, m in (per_path or {}).items() if m is not None})
-        if modes != self.modes or not self.timing:
+        if _modes(mode, per_path) != self.modes or not self.timing:
             self.configure(mode, per_path)
         self.adopt(recorded)
 
     def record(self) -> dict[str, dict]:
         """The choices this run computes with, for its checkpoint: adopted ones not met again yet included."""
-        made = {f"{c.path}|{c.key}": {"fast": c.fast, "fast_us": c.fast_us, "plain_us": c.plain_us}
-                for c in self.made.values() if c.source != "forced"}
-        return {**self._adopted, **made}
+        return {**self._adopted, **{c.name: c.entry() for c in self.made.values() if c.source != "forced"}}
 
     def adopt(self, recorded: Mapping[str, Mapping] | None) -> None:
         """Take a run's recorded choices (from its checkpoint): an auto or retune path uses them before the
@@ -142,12 +149,11 @@ class FastPaths:
         if mode in ("on", "off"):
             choice = Choice(path, key, mode == "on", source="forced")
         elif f"{path}|{key}" in self._adopted:
-            entry = self._adopted[f"{path}|{key}"]
-            choice = Choice(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), "the run's")
+            choice = Choice.from_entry(path, key, self._adopted[f"{path}|{key}"], "the run's")
         else:
             entry = None if mode == "retune" else self._machine_cache().get(f"{path}|{key}")
             if entry is not None:
-                choice = Choice(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), "cached")
+                choice = Choice.from_entry(path, key, entry, "cached")
             elif not self.timing:
                 choice = Choice(path, key, False, source="untimed in a distributed run")
             else:
@@ -168,11 +174,15 @@ class FastPaths:
         return self._cached
 
     def _remember(self, choice: Choice) -> None:
-        entry = {k: v for k, v in asdict(choice).items() if k in ("fast", "fast_us", "plain_us")}
-        self._machine_cache()[f"{choice.path}|{choice.key}"] = entry
+        self._machine_cache()[choice.name] = choice.entry()
         everything = _read_cache()  # another run may have added entries since: merge, then replace atomically
-        everything.setdefault(machine_fingerprint(), {})[f"{choice.path}|{choice.key}"] = entry
+        everything.setdefault(machine_fingerprint(), {})[choice.name] = choice.entry()
         _write_cache(everything)
+
+
+def _modes(mode: str, per_path: Mapping[str, str | None] | None) -> dict[str, str]:
+    """Every path's mode: `mode`, except the paths per_path sets."""
+    return {**dict.fromkeys(PATHS, mode), **{p: m for p, m in (per_path or {}).items() if m is not None}}
 
 
 def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
