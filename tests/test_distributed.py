@@ -19,7 +19,10 @@ from aelab.engine.loading import load_trained
 from aelab.errors import UserError
 from conftest import cli_env
 
-ARGS = ["data=synthetic", "model=ae", "latent_dim=4", "batch_size=64", "device=cpu", "seed=3", "logger=tensorboard"]
+# fp32 on both sides: ranks never time, so precision=auto would leave them in fp32 while the one process may
+# time bf16 faster (aelab/engine/precision.py); what is compared here is the data-parallel arithmetic
+ARGS = ["data=synthetic", "model=ae", "latent_dim=4", "batch_size=64", "device=cpu", "seed=3", "logger=tensorboard",
+        "trainer.precision=fp32"]
 
 
 def torchrun(tmp_path, *args: str) -> subprocess.CompletedProcess:

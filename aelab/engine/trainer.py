@@ -22,6 +22,7 @@ from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
 from aelab.engine.eager_optim import eager_step, skip_dynamo_import
 from aelab.engine.options import TrainerOptions
+from aelab.engine.precision import choose_cpu_bf16, cpu_has_bf16_dot, keep_outputs_fp32
 from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.measure import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
@@ -82,6 +83,10 @@ class Trainer:
         make_scheduler = build(OmegaConf.create(options.scheduler), "trainer.scheduler") if options.scheduler else None
         self.schedulers = [make_scheduler(o) for o in self.optimizers] if make_scheduler else []
         self.amp_dtype = autocast_dtype(options.precision, device)
+        # auto on a CPU with bf16 dot products: bf16 if timing this model's step says so, at the first step
+        self.precision_pending = (options.precision == "auto" and device.type == "cpu" and bool(self.phases)
+                                  and cpu_has_bf16_dot())
+        self._fp32_hooks = keep_outputs_fp32(self.model) if self.amp_dtype is not None else []
         # fp16 needs its gradients scaled so small ones do not flush to zero; bf16 and fp32 do not
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         # opt-in: compilation costs seconds up front and pays off on long runs
@@ -101,6 +106,7 @@ class Trainer:
         self.skip_budget, self.skipped = (int(skip) if skip else None), 0
         self.stop = StopSignals()
         self.epoch_seconds: list[float] = []
+        self.val_seconds: list[float] = []
         self.last_metrics: dict[str, float] = {}
         self.directions: dict[str, str | None] = {}
         self.started = False
@@ -206,6 +212,8 @@ class Trainer:
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the detached terms each phase minimised."""
+        if self.precision_pending:
+            self._choose_precision(batch)
         self.step += 1
         logged: dict[str, torch.Tensor] = {}
         for phase, optimizer in zip(self.phases, self.optimizers):
@@ -236,6 +244,15 @@ class Trainer:
             self.scaler.update()
         return logged
 
+    def _choose_precision(self, batch) -> None:
+        """trainer.precision=auto on a CPU with bf16 dot products: bf16 autocast if this model's step is faster so
+        (timed once per machine, or the run's own choice when resuming; aelab/engine/precision.py)."""
+        self.precision_pending = False
+        loss_fn = self.phases[0].loss or self.loss_fn
+        if choose_cpu_bf16(self.model, lambda: loss_fn(batch, self.step + 1), len(batch)):
+            self.amp_dtype = torch.bfloat16
+            self._fp32_hooks = keep_outputs_fp32(self.model)
+
     def _skip_batch(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
         self.skipped += 1
         bad = [k for k, v in terms.items() if not torch.isfinite(v)]
@@ -248,8 +265,11 @@ class Trainer:
     def evaluate(self, split: Split, pictures=None) -> Report:
         """The report of a split: mean loss terms (plus their sum as `loss`), the family's diagnostics and,
         when a sink shows them, pictures (aelab/engine/measure.py)."""
+        # On a GPU validation keeps the run's autocast; on the CPU it is a small share of the epoch and runs in
+        # fp32, so that `aelab eval` of the run (fp32) reports what training reported.
+        amp = self.amp_dtype if self.device.type != "cpu" else None
         return measure(self.model, split, step=self.step, batch_size=self.options.eval_batch_size,
-                       amp_dtype=self.amp_dtype, pictures=pictures, class_names=self.data.class_names,
+                       amp_dtype=amp, pictures=pictures, class_names=self.data.class_names,
                        read=lambda sums: self._read(sums, 1))
 
     @torch.no_grad()
@@ -288,12 +308,14 @@ class Trainer:
         # Validation and pictures draw their own fixed noise: what is logged, and how
         # much, must not change the training run's random stream.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        t0 = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + 1)
             pictures = self.logger.picture_options(self.epoch) if self.dist.is_main else None
             if pictures is not None and getattr(self.data, "factors", None) is not None:
                 pictures = dataclasses.replace(pictures, traversal=True)  # known factors: show what each code moves
             report = self.evaluate(self.data.val, pictures)
+        self.val_seconds.append(time.perf_counter() - t0)  # validation, diagnostics and pictures: the epoch's overhead
         val = report.scalars
         self.last_metrics = {**{f"train/{k}": v for k, v in train.items()}, **report.prefixed("val")}
         self.directions = report.prefixed_directions("train", "val")  # metrics.json carries the family's word
@@ -322,6 +344,8 @@ class Trainer:
         out["epochs"], out["steps"] = self.epoch, self.step
         if self.epoch_seconds:
             out["time/epoch_s"] = statistics.median(self.epoch_seconds)
+        if self.val_seconds:
+            out["time/val_s"] = statistics.median(self.val_seconds)
         return out
 
     def state_dict(self) -> dict[str, Any]:

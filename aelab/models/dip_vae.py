@@ -18,14 +18,16 @@ from aelab.models.base import Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.vae import VAE
 from aelab.nets import Arch
+from aelab.nets.precision import full_precision
 from aelab.schema import OneOf, Range
 
 VARIANTS = ("i", "ii")
 
 
 def code_covariance(mu: Tensor, logvar: Tensor, variant: str) -> Tensor:  # (B, D), (B, D) -> (D, D)
-    centred = mu - mu.mean(0)
-    cov = centred.T @ centred / max(mu.shape[0] - 1, 1)  # Cov_x[mu(x)]
+    with full_precision(mu, logvar) as (mu, logvar):  # a covariance in bf16 loses the off-diagonal terms it penalises
+        centred = mu - mu.mean(0)
+        cov = centred.T @ centred / max(mu.shape[0] - 1, 1)  # Cov_x[mu(x)]
     return cov if variant == "i" else cov + torch.diag(logvar.exp().mean(0))  # ii: + E_x[Cov q(z|x)]
 
 

@@ -19,7 +19,7 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
+from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, mmd_to_standard_normal
 from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
@@ -63,5 +63,5 @@ class InfoVAE(VAE):
         out = super().diagnostics(batch)
         mu, logvar = self.posterior(batch.x, batch.y)
         z = (reparameterize(mu, logvar)).float()
-        out.scalars["mmd"] = float(mmd_to_standard_normal(z, self.kernel, self.scales))
+        out.scalars["mmd"] = float(mmd_to_standard_normal(z, self.kernel, self.scales, block=DIAGNOSTIC_BLOCK))
         return out

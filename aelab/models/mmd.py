@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from aelab.nets.precision import full_precision
+
 KERNELS = ("imq", "rbf")  # inverse multiquadric C / (C + |a - b|^2); Gaussian exp(-|a - b|^2 / C)
 SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # multiples of C
 
@@ -19,7 +21,9 @@ SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # multiples of C
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:  # (N, D), (M, D) -> (N, M)
     # |a|^2 + |b|^2 - 2 a.b: one matmul; clamped because rounding can make equal points slightly negative.
     # (torch.cdist's gradient is NaN at zero distance, which the diagonal of k(a, a) always has.)
-    return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2.0 * a @ b.T).clamp_min(0.0)
+    # In fp32 under autocast too: the three terms cancel (aelab/nets/precision.py).
+    with full_precision(a, b) as (a, b):
+        return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2.0 * a @ b.T).clamp_min(0.0)
 
 
 def kernel_matrix(a: Tensor, b: Tensor, kernel: str = "imq", scales: tuple[float, ...] | list[float] = SCALES,
@@ -49,6 +53,19 @@ def mmd(q: Tensor, p: Tensor, kernel: str = "imq", scales: tuple[float, ...] | l
     return within_q + within_p - 2.0 * k_qp.mean()
 
 
-def mmd_to_standard_normal(z: Tensor, kernel: str = "imq", scales: tuple[float, ...] | list[float] = SCALES) -> Tensor:
-    """MMD^2 between codes (B, D) and as many fresh draws of the N(0, I) prior."""
-    return mmd(z, torch.randn_like(z), kernel, scales)
+DIAGNOSTIC_BLOCK = 500  # codes per block of a validation MMD (see mmd_to_standard_normal)
+
+
+def mmd_to_standard_normal(z: Tensor, kernel: str = "imq", scales: tuple[float, ...] | list[float] = SCALES,
+                           block: int | None = None) -> Tensor:
+    """MMD^2 between codes (B, D) and as many fresh draws of the N(0, I) prior.
+
+    block: the mean of the estimates on consecutive blocks of that many codes (the last joined to the one before
+    when short). Each block's estimate is unbiased, so their mean is too, at block / B of the cost: on 5,000
+    validation codes in blocks of 500 the diagnostic costs a tenth of the 5,000 x 5,000 kernels, which took as long
+    as the WAE's whole training epoch on 2 cores."""
+    if block is None or z.shape[0] < 2 * block:
+        return mmd(z, torch.randn_like(z), kernel, scales)
+    starts = list(range(0, z.shape[0] - block + 1, block))
+    ends = starts[1:] + [z.shape[0]]
+    return torch.stack([mmd(z[a:b], torch.randn_like(z[a:b]), kernel, scales) for a, b in zip(starts, ends)]).mean()

@@ -21,14 +21,16 @@ from aelab.models.iwae import log_normal
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
+from aelab.nets.precision import full_precision
 from aelab.schema import OneOf, Range
 
 
 def mixture_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:  # (..., D), (K, D), (K, D) -> (...)
     """log (1/K) sum_k N(z; mu_k, diag var_k), through matmuls: no (..., K, D) tensor for many codes x components."""
-    inv_var = (-logvar).exp()  # (K, D)
-    flat = z.reshape(-1, z.shape[-1])  # (N, D)
-    quadratic = flat.square() @ inv_var.T - 2 * flat @ (mu * inv_var).T + (mu.square() * inv_var).sum(1)  # (N, K)
+    with full_precision(z, mu, logvar) as (z, mu, logvar):  # the expanded square cancels in bf16
+        inv_var = (-logvar).exp()  # (K, D)
+        flat = z.reshape(-1, z.shape[-1])  # (N, D)
+        quadratic = flat.square() @ inv_var.T - 2 * flat @ (mu * inv_var).T + (mu.square() * inv_var).sum(1)  # (N, K)
     per_component = -0.5 * (quadratic + logvar.sum(1) + mu.shape[1] * math.log(2 * math.pi))
     return (torch.logsumexp(per_component, 1) - math.log(mu.shape[0])).view(z.shape[:-1])
 

@@ -35,6 +35,7 @@ from aelab.models.base import Autoencoder, Diagnostics, NoPriorError
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.nets import Arch
 from aelab.nets.conv import ConvArch, code_grid, grid_nets
+from aelab.nets.precision import full_precision
 from aelab.schema import OneOf, Range
 
 LIKELIHOOD_NAMES = tuple(LIKELIHOODS)
@@ -67,8 +68,8 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def nearest(self, rows: Tensor) -> tuple[Tensor, Tensor]:  # (N, D) -> indices (N,), squared distances (N,)
-        rows, vectors = rows.float(), self.vectors.float()  # fp32: bf16 distances tie and flip assignments
-        d2 = rows.pow(2).sum(1, keepdim=True) - 2 * rows @ vectors.T + vectors.pow(2).sum(1)  # (N, K)
+        with full_precision(rows, self.vectors) as (rows, vectors):  # fp32: bf16 distances tie and flip assignments
+            d2 = rows.pow(2).sum(1, keepdim=True) - 2 * rows @ vectors.T + vectors.pow(2).sum(1)  # (N, K)
         d2, index = d2.min(1)
         return index, d2.clamp_min(0)
 

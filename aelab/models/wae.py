@@ -19,7 +19,7 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.mmd import KERNELS, SCALES, mmd_to_standard_normal
+from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, mmd_to_standard_normal
 from aelab.models.vae import reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
@@ -83,7 +83,7 @@ class WAE(Autoencoder):
         """The unweighted MMD of validation codes to the prior, and how far their moments are from N(0, I)."""
         out = super().diagnostics(batch)
         z = self.training_codes(batch.x).float()
-        out.scalars["mmd"] = float(mmd_to_standard_normal(z, self.kernel, self.scales))
+        out.scalars["mmd"] = float(mmd_to_standard_normal(z, self.kernel, self.scales, block=DIAGNOSTIC_BLOCK))
         out.scalars["code_mean_norm"] = float(z.mean(0).norm())
         out.scalars["code_std_mean"] = float(z.std(0).mean())
         if self.encoder_kind == "gaussian":

@@ -40,6 +40,7 @@ PATHS = {  # name: (the fast way, the plain way)
     "linear": ("oneDNN matmul", "torch matmul"),
     "bernoulli_nll": ("log-free Bernoulli NLL", "BCE with logits"),
     "conv_layout": ("channels-last", "contiguous"),
+    "cpu_bf16": ("bf16 autocast", "fp32"),  # trainer.precision=auto on a CPU with bf16 dot products (engine/precision.py)
 }
 MODES = ("auto", "on", "off", "retune")
 TIE = 0.03  # the fast way must win by more than this fraction: a tie keeps torch's own op

@@ -1,0 +1,96 @@
+"""Mixed precision on the CPU: bf16 autocast where the processor has bf16 dot products and it pays for this model.
+
+A CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm) runs bf16 matmuls at about twice its fp32 rate:
+400 against 190 GFLOP/s at the MLP VAE's 128x784x512 shapes on a 2-core AMD EPYC. Whether a whole training step
+gains depends on how much of it is matmul, so `trainer.precision=auto` times this model's own step (forward and
+backward of its loss on the first training batch) both ways, as the other fast paths time theirs (the `cpu_bf16`
+path of aelab/nets/fastpath.py): cached per machine, recorded with the run, adopted on resume.
+
+What runs in bf16 is the networks' layers; their outputs come back to fp32 (`keep_outputs_fp32`) and the losses
+are computed in fp32, with the expansions that cancel held in fp32 under autocast (aelab/nets/precision.py). So a
+bf16 run reports the same losses as an fp32 one to well inside a seed's spread (scripts/bench_peer.py compares
+the test losses, tests/test_precision.py trains both ways).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from aelab.nets.fastpath import FAST_PATHS, rows_bucket
+
+log = logging.getLogger(__name__)
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
+
+
+def cpu_has_bf16_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the processor computes bf16 dot products natively (elsewhere oneDNN emulates them, slower than fp32)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return any(flag in line.split(":", 1)[1].split() for flag in BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def step_key(model: nn.Module, rows: int) -> str:
+    """What the choice depends on: the family, the size of its networks and the batch."""
+    params = sum(p.numel() for p in model.parameters())
+    return f"{type(model).__name__} {params} params x{rows_bucket(rows)} train"
+
+
+def bf16_pays(model: nn.Module, loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
+    """The two ways of one training step's forward and backward (bf16 autocast, fp32) for FastPaths.choose.
+
+    Timing leaves no trace: the random state is restored, buffers (BatchNorm statistics, EMA codebooks) are put
+    back and gradients cleared, so a run that times draws and computes exactly as one that read the cache."""
+
+    def candidates():
+        def run(dtype: torch.dtype | None) -> None:
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                total = sum(loss().values())
+            total.backward()
+
+        return lambda: run(torch.bfloat16), lambda: run(None), None
+
+    return candidates
+
+
+def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
+    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded)."""
+    key = step_key(model, rows)
+    if FAST_PATHS.known("cpu_bf16", key) is None:
+        hooks = keep_outputs_fp32(model)  # time the step as it would run
+        saved = [b.detach().clone() for b in model.buffers()]
+        grads = [p.grad for p in model.parameters()]
+        try:
+            with torch.random.fork_rng(devices=[]):
+                FAST_PATHS.choose("cpu_bf16", key, bf16_pays(model, loss))
+        finally:
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g
+            for h in hooks:
+                h.remove()
+    return bool(FAST_PATHS.known("cpu_bf16", key))
+
+
+def _to_fp32(module: nn.Module, inputs: tuple, output):
+    if isinstance(output, Tensor):
+        return output.float() if output.is_floating_point() and output.dtype != torch.float32 else output
+    if isinstance(output, tuple):
+        return tuple(_to_fp32(module, inputs, o) for o in output)
+    return output
+
+
+def keep_outputs_fp32(model: nn.Module) -> list:
+    """Forward hooks on the model's networks (its direct submodules) that return their floating outputs in fp32:
+    under autocast the layers compute in bf16 and the family's losses in fp32, whatever arch built the nets."""
+    return [child.register_forward_hook(_to_fp32) for child in model.children()]

@@ -1,0 +1,134 @@
+"""bf16 on the CPU: chosen by timing the model's own step, recorded with the run, the losses kept in fp32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aelab.engine import precision, trainer as trainer_mod
+from aelab.models.mmd import squared_distances
+from aelab.models.vamp import mixture_log_density
+from aelab.nets.fastpath import FAST_PATHS
+
+TINY = ["data=synthetic", "latent_dim=4", "batch_size=64", "device=cpu", "logger=none", "seed=0"]
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """A CPU that reports bf16 dot products (whatever this one has); fast-path choices cached under tmp_path."""
+    monkeypatch.setattr(trainer_mod, "cpu_has_bf16_dot", lambda: True)
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "data-dir"))
+    FAST_PATHS.configure("auto")
+    yield
+    FAST_PATHS.configure("auto")
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True),
+                                                 ("fpu avx2 avx512f", False)])
+def test_bf16_hardware_is_read_from_the_cpu_flags(tmp_path, flags: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert precision.cpu_has_bf16_dot(cpuinfo) is expected
+    assert precision.cpu_has_bf16_dot(tmp_path / "missing") is False
+
+
+def test_squared_distances_and_mixture_densities_stay_exact_under_autocast() -> None:
+    """|a|^2 + |b|^2 - 2 a.b cancels to noise in bf16 (codes near each other, far from the origin): these
+    expansions run in fp32 even inside a bf16 autocast region."""
+    g = torch.Generator().manual_seed(0)
+    a = 20 + torch.randn(64, 8, generator=g) * 0.1
+    b = 20 + torch.randn(32, 8, generator=g) * 0.1
+    exact = ((a.double()[:, None] - b.double()[None]) ** 2).sum(-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        held = squared_distances(a, b)
+        naive = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2.0 * a @ b.T).clamp_min(0.0)
+    assert held.dtype == torch.float32
+    assert (held.double() - exact).abs().max() < 5e-3  # fp32 rounding of |a|^2 ~ 3200
+    assert (naive.double() - exact).abs().max() > 1.0  # what bf16 would have given
+    mu, logvar = 20 + torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        held = mixture_log_density(a, mu, logvar)
+    assert torch.allclose(held, mixture_log_density(a, mu, logvar), rtol=1e-5)  # as fp32 outside autocast
+
+
+def test_autocast_nets_hand_back_fp32_outputs(compose_cfg) -> None:
+    from aelab.engine.build import build_trainer
+
+    trainer, data = build_trainer(compose_cfg(["model=vae", *TINY, "epochs=1", "trainer.precision=bf16"]),
+                                  torch.device("cpu"), "unused")
+    x = data.train.head(8).x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = trainer.model.encoder(x, None)
+        logits = trainer.model.decoder(codes[:, :4])
+        inner = trainer.model.encoder.net[0](x.flatten(1))  # a layer inside the net computes in bf16
+    assert codes.dtype == logits.dtype == torch.float32 and inner.dtype == torch.bfloat16
+
+
+def _fit(compose_cfg, tmp_path, name: str, extra: list[str], steps: int = 30):
+    from aelab.engine.build import build_trainer
+
+    torch.manual_seed(0)
+    trainer, _ = build_trainer(compose_cfg(["model=vae", *TINY, "epochs=1", f"trainer.limit_batches={steps}", *extra]),
+                               torch.device("cpu"), tmp_path / name)
+    trainer.fit()
+    return trainer
+
+
+def test_auto_times_the_step_once_and_records_the_choice(bf16_cpu, compose_cfg, tmp_path, monkeypatch) -> None:
+    """auto on a CPU with bf16: the first step times bf16 against fp32 on the model itself; the choice is cached
+    for the machine, carried in the checkpoint, and timing leaves no trace in what the run computes."""
+    timed = []
+    real = FAST_PATHS.use_fast
+
+    def spy(path, key, fast, plain, sync=None):
+        if path == "cpu_bf16":
+            timed.append(key)
+        return real(path, key, fast, plain, sync)
+
+    monkeypatch.setattr(FAST_PATHS, "use_fast", spy)
+    first = _fit(compose_cfg, tmp_path, "first", [])
+    assert len(timed) == 1 and timed[0].startswith("VAE ")
+    chosen = FAST_PATHS.known("cpu_bf16", timed[0])
+    assert first.amp_dtype == (torch.bfloat16 if chosen else None)
+    state = torch.load(tmp_path / "first" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["fast_paths"][f"cpu_bf16|{timed[0]}"]["fast"] is chosen
+    cache = json.loads((tmp_path / "data-dir" / "fastpaths.json").read_text())
+    assert any(f"cpu_bf16|{timed[0]}" in entries for entries in cache.values())
+    # a second run reads the machine's cache (no timing) and computes exactly what the timed run computed
+    FAST_PATHS.configure("auto")
+    second = _fit(compose_cfg, tmp_path, "second", [])
+    assert len(timed) == 2
+    cpu_bf16 = [c for c in FAST_PATHS.choices() if c.path == "cpu_bf16"]
+    assert cpu_bf16[0].source == "cached"
+    for p, q in zip(first.model.parameters(), second.model.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("model", ["vae", "iwae", "wae", "vamp"])
+def test_bf16_training_reaches_fp32s_loss(bf16_cpu, compose_cfg, tmp_path, model: str) -> None:
+    """The same run in bf16 (forced) and fp32: the networks in bf16, the losses in fp32, the final validation loss
+    within 1% (the four models the peer benchmark compares with pythae)."""
+    from aelab.engine.build import build_trainer
+
+    losses = {}
+    for prec in ("bf16", "fp32"):
+        FAST_PATHS.configure("auto")
+        torch.manual_seed(0)
+        overrides = [f"model={model}", *TINY, "epochs=3", f"trainer.precision={prec}"]
+        if model == "vamp":
+            overrides.append("model.pseudo_inputs=10")
+        trainer, _ = build_trainer(compose_cfg(overrides), torch.device("cpu"), tmp_path / prec)
+        summary = trainer.fit()
+        assert trainer.amp_dtype == (torch.bfloat16 if prec == "bf16" else None)
+        losses[prec] = summary["val/loss"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.01)
+
+
+def test_forced_fp32_never_times(bf16_cpu, compose_cfg, tmp_path) -> None:
+    trainer = _fit(compose_cfg, tmp_path, "fp32", ["trainer.fast_path.cpu_bf16=off"], steps=3)
+    assert trainer.amp_dtype is None
+    assert [c.source for c in FAST_PATHS.choices() if c.path == "cpu_bf16"] == ["forced"]
+    trainer = _fit(compose_cfg, tmp_path, "p32", ["trainer.precision=fp32"], steps=3)
+    assert trainer.amp_dtype is None and not trainer.precision_pending
