@@ -3,6 +3,7 @@
 
     python scripts/bench.py                 # the full table (about 10 minutes on 2 cores)
     python scripts/bench.py --quick         # a smoke run of every row (about two minutes)
+    python scripts/bench.py --peer          # aelab against pythae on the four models both have (scripts/bench_peer.py)
     python scripts/bench.py --device cuda   # the GPU table instead (scripts/bench_gpu.py, under 8 minutes)
 
 Rows (all on Fashion-MNIST from Debian's dataset-fashion-mnist, offline):
@@ -373,6 +374,8 @@ def main() -> None:
     parser.add_argument("--ablation-rounds", type=int, default=15)
     parser.add_argument("--process-rounds", type=int, default=2, help="3-epoch processes per side")
     parser.add_argument("--device", default="cpu", help="cpu (this table) or cuda (scripts/bench_gpu.py's table)")
+    parser.add_argument("--peer", nargs=argparse.REMAINDER,
+                        help="the peer table instead: aelab vs pythae (scripts/bench_peer.py; its options follow)")
     parser.add_argument("--textbook-process", type=int, metavar="EPOCHS", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--max-batches", type=int, default=0,
@@ -380,6 +383,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.textbook_process:  # one side of the whole-process row, run as its own process
         textbook_process(args.root, args.textbook_process, args.max_batches or None)
+        return
+    if args.peer is not None:
+        import bench_peer
+
+        bench_peer.main([*(["--quick"] if args.quick else []), *args.peer])
         return
     if args.device != "cpu":
         import bench_gpu
