@@ -74,12 +74,13 @@ def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str]
         classes = sorted(set(labels.tolist()))
         handles += [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(c)),
                                label=class_names[c] if class_names else str(c)) for c in classes]
-    if handles:
-        ax.legend(handles=handles, fontsize=7, markerscale=1.2, loc="best", framealpha=0.7)
+    if handles:  # a fixed corner: "best" searches every point's overlap (20 ms of a 190 ms figure)
+        ax.legend(handles=handles, fontsize=7, markerscale=1.2, loc="upper right", framealpha=0.7)
     ax.set_title(f"latent manifold ({how}, {codes.shape[1]}-D codes)")
     ax.set_xlabel(f"{how}[0]")
     ax.set_ylabel(f"{how}[1]")
-    fig.tight_layout()
+    # fixed margins that fit the labels: tight_layout measured every tick label (60 ms, drawn once per epoch)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.93)
     return fig
 
 
