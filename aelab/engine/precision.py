@@ -14,7 +14,6 @@ the test losses, tests/test_precision.py trains both ways).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from aelab.nets.fastpath import FAST_PATHS, rows_bucket
-
-log = logging.getLogger(__name__)
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
 
