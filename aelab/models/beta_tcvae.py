@@ -27,14 +27,38 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 DIAGNOSTIC_BLOCK = 500  # validation codes per block of the diagnostic estimate (see BetaTCVAE.diagnostics)
 
 
-def kl_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> dict[str, Tensor]:
-    """Per example (M,): mi, tc and dim_kl of codes z (M, D) drawn from q(z|x) = N(mu, exp logvar), by MWS."""
+ESTIMATORS = ("mws", "mss")  # minibatch-weighted | minibatch-stratified sampling (Chen et al. 2018, appendix)
+
+
+def stratified_log_weights(m: int, dataset_size: int) -> Tensor:  # (M, M): log w_ij, each row summing to 1
+    """MSS's importance weights of a batch of M: 1/N on the example itself, (N - M') / (N M') on one other
+    (the next, cyclically), 1/M' on the rest, M' = M - 1. Chen et al.'s code puts the last row's stratum weight
+    in row M - 2 (`W[M-1, 0]` with their M = batch - 1), leaving that row summing above 1 and the last below;
+    here every row sums to 1."""
+    n, k = float(dataset_size), m - 1
+    strat = (n - k) / (n * k)
+    w = torch.full((m, m), 1.0 / k)
+    idx = torch.arange(m)
+    w[idx, idx] = 1.0 / n
+    w[idx, (idx + 1) % m] = strat
+    return w.log()
+
+
+def kl_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int,
+                     estimator: str = "mws") -> dict[str, Tensor]:
+    """Per example (M,): mi, tc and dim_kl of codes z (M, D) drawn from q(z|x) = N(mu, exp logvar), estimated
+    with minibatch-weighted (mws) or minibatch-stratified (mss) sampling."""
     m = z.shape[0]
     # log q(z_id | x_j) for every pair (i, j) and dimension d: (M, M, D)
     pairs = -0.5 * ((z[:, None] - mu[None]).pow(2) * (-logvar[None]).exp() + logvar[None]) - HALF_LOG_2PI
-    log_norm = math.log(dataset_size * m)
-    log_qz = torch.logsumexp(pairs.sum(2), 1) - log_norm  # (M,)
-    log_prod_marginals = (torch.logsumexp(pairs, 1) - log_norm).sum(1)  # (M,)
+    if estimator == "mss" and m > 2:
+        log_w = stratified_log_weights(m, dataset_size).to(pairs)  # (M, M)
+        log_qz = torch.logsumexp(pairs.sum(2) + log_w, 1)  # (M,)
+        log_prod_marginals = torch.logsumexp(pairs + log_w[:, :, None], 1).sum(1)  # (M,)
+    else:
+        log_norm = math.log(dataset_size * m)
+        log_qz = torch.logsumexp(pairs.sum(2), 1) - log_norm  # (M,)
+        log_prod_marginals = (torch.logsumexp(pairs, 1) - log_norm).sum(1)  # (M,)
     log_qz_given_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # (M,): log q(z_i|x_i)
     log_pz = (-0.5 * z.pow(2) - HALF_LOG_2PI).sum(1)  # (M,)
     return {"mi": log_qz_given_x - log_qz, "tc": log_qz - log_prod_marginals, "dim_kl": log_prod_marginals - log_pz}
@@ -51,9 +75,10 @@ class BetaTCVAE(VAE):
                  gamma: Annotated[float, Range(0, None)] = 1.0,
                  dataset_size: Annotated[int | None, Range(1, None)] = None,
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
-                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
+                 input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None,
+                 estimator: Annotated[str, OneOf(ESTIMATORS)] = "mws") -> None:
         super().__init__(arch, input_shape, latent_dim, beta, likelihood, input_noise, num_classes)
-        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.alpha, self.gamma, self.estimator = float(alpha), float(gamma), str(estimator)
         self.register_buffer("dataset_size", torch.tensor(int(dataset_size or 0)))  # 0: not known yet
 
     def fit_closed_form(self, train: Split, batch_size: int = 1024) -> None:
@@ -62,7 +87,7 @@ class BetaTCVAE(VAE):
             self.dataset_size.fill_(len(train))
 
     def decomposition(self, mu: Tensor, logvar: Tensor, z: Tensor) -> dict[str, Tensor]:  # unweighted, (M,) each
-        return kl_decomposition(z, mu, logvar, int(self.dataset_size) or z.shape[0])
+        return kl_decomposition(z, mu, logvar, int(self.dataset_size) or z.shape[0], self.estimator)
 
     def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
         parts = self.decomposition(mu, logvar, z)
