@@ -132,3 +132,20 @@ def test_forced_fp32_never_times(bf16_cpu, compose_cfg, tmp_path) -> None:
     assert [c.source for c in FAST_PATHS.choices() if c.path == "cpu_bf16"] == ["forced"]
     trainer = _fit(compose_cfg, tmp_path, "p32", ["trainer.precision=fp32"], steps=3)
     assert trainer.amp_dtype is None and not trainer.precision_pending
+
+
+def test_a_conv_stacks_layout_key_does_not_depend_on_the_precision(monkeypatch) -> None:
+    """A stack keeps the layout of its first forward: a bf16-trained run meets it under autocast, the same run
+    reopened by eval in fp32, so both must ask for the same choice (else the reopened model computes in another
+    layout: test_loaded_run_reproduces_the_trained_model[vae-conv] failed so on a clean CI run)."""
+    from aelab.nets import conv
+    from aelab.nets.conv import ConvArch
+
+    keys = []
+    monkeypatch.setattr(FAST_PATHS, "choose", lambda path, key, candidates: keys.append(key) or False)
+    x = torch.rand(4, 1, 16, 16)
+    for amp in (True, False):
+        stack = ConvArch([4, 8]).encoder((1, 16, 16), 6)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            conv._channels_last_is_faster(stack.features if hasattr(stack, "features") else stack, x, ())
+    assert len(keys) == 2 and keys[0] == keys[1]

@@ -38,13 +38,12 @@ def _channels_last_is_faster(stack: LayoutTuned, x: Tensor, extra: tuple[Tensor 
     """A stack keeps the layout of its first forward for good, so the choice must not depend on what that forward
     was: a trained model's first call is a training step, the same model reopened by `aelab eval` first encodes an
     evaluation batch. The key is therefore the stack and one example's shape (not the batch size, nor whether
-    gradients are on), timed on PROBE_ROWS examples with the backward pass where the stack has trainable
-    parameters: trained and reopened, a model computes in the same layout (bit for bit)."""
+    gradients are on, nor the precision: a bf16-trained run's first forward is under autocast, its reopening's in
+    fp32), timed on PROBE_ROWS examples with the backward pass where the stack has trainable parameters: trained
+    and reopened, a model computes in the same layout (bit for bit)."""
     backward = any(p.requires_grad for p in stack.parameters())
     shapes = ",".join("x".join(map(str, p.shape)) for p in stack.parameters())
-    amp = torch.is_autocast_enabled(x.device.type)
     key = (f"{type(stack).__name__} {'x'.join(map(str, x.shape[1:]))} {x.device.type} "
-           f"{str(torch.get_autocast_dtype(x.device.type) if amp else x.dtype).removeprefix('torch.')} "
            f"params {zlib.crc32(shapes.encode()):08x}{' train' if backward else ''}")
 
     def candidates():
