@@ -42,11 +42,8 @@ def step_key(model: nn.Module, rows: int) -> str:
     return f"{type(model).__name__} {params} params x{rows_bucket(rows)} train"
 
 
-def bf16_pays(model: nn.Module, loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
-    """The two ways of one training step's forward and backward (bf16 autocast, fp32) for FastPaths.choose.
-
-    Timing leaves no trace: the random state is restored, buffers (BatchNorm statistics, EMA codebooks) are put
-    back and gradients cleared, so a run that times draws and computes exactly as one that read the cache."""
+def bf16_pays(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
+    """The two ways of one training step's forward and backward (bf16 autocast, fp32) for FastPaths.choose."""
 
     def candidates():
         def run(dtype: torch.dtype | None) -> None:
@@ -60,7 +57,10 @@ def bf16_pays(model: nn.Module, loss: Callable[[], dict[str, Tensor]]) -> Callab
 
 
 def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
-    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded)."""
+    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded).
+
+    Timing leaves no trace: the random state is restored, buffers (BatchNorm statistics, EMA codebooks) are put
+    back and gradients too, so a run that times draws and computes exactly as one that read the cache."""
     key = step_key(model, rows)
     if FAST_PATHS.known("cpu_bf16", key) is None:
         hooks = keep_outputs_fp32(model)  # time the step as it would run
@@ -68,7 +68,7 @@ def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], row
         grads = [p.grad for p in model.parameters()]
         try:
             with torch.random.fork_rng(devices=[]):
-                FAST_PATHS.choose("cpu_bf16", key, bf16_pays(model, loss))
+                FAST_PATHS.choose("cpu_bf16", key, bf16_pays(loss))
         finally:
             for buffer, value in zip(model.buffers(), saved):
                 buffer.copy_(value)
