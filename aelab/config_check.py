@@ -1,10 +1,19 @@
-"""Validation of a composed config before any work starts: every key against the one schema that declares it.
+"""Validation of a composed config before any work starts: every key against the one place that declares it.
+
+Where a command's keys are declared: in its YAML, conf/<command>.yaml, and only there. The YAML lists every key
+with its default and the comment users read; the check's table follows from it (`command_keys`): a key's type is
+its default's (an integer, a number, true/false, a string, a list of them, a section of keys; null: a string or
+null). What a default cannot say is written below by key name, and nothing else: `SHARED` for keys that mean the
+same in every command having them (seed, device, threads, ...), `CONSTRAINTS[<command>]` for the rest. A `Range`
+or `OneOf` narrows the default's type; any other annotation replaces it (a null default that holds a number, an
+"auto or an integer"). To add a key: add it to the YAML (and to its `--help` footer's "Keys:" line, which the
+suite holds to the YAML); add a line here only for a range, a set of choices, or a type its default does not show.
+A constraint naming a key its YAML lacks is refused (`declaration_problems`: tests/test_command_keys.py).
 
 No family, arch, data source or logger is named here: a node with a `_target_` is checked against its target's
 signature (aelab/schema.py), the trainer against aelab/engine/options.py, a dataset's shared keys against
-`DATA_KEYS`, and each command's own keys against its table below. A mistake becomes
-`error: <key>: <problem> (<allowed>)`, naming the key the user typed (`noise`, not the `model.input_noise` that
-interpolates it).
+`DATA_KEYS`. A mistake becomes `error: <key>: <problem> (<allowed>)`, naming the key the user typed (`noise`, not
+the `model.input_noise` that interpolates it).
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ from aelab.metrics.directions import MODES
 from aelab.schema import Annotated, OneOf, Range, check_against, check_target, check_value, signature_of
 
 SPLITS = ("train", "val", "test")  # the splits every dataset has (DataModule.train/.val/.test)
+APPLY_SPLITS = ("all", *SPLITS)  # encode/reconstruct/score: all is every example in the data's own order
 INTERPOLATION_METHODS = ("lerp", "slerp")
 PICK_BY = ("index", "class")  # what from/to/style_from name: an index of the split, or a class
+SCORES = ("recon_nll", "neg_elbo", "nll_iw")  # the anomaly scores of aelab score, the first for every family
+EXPORT_FORMATS = ("torchscript", "onnx")
 THREADS = Annotated[Literal["auto"] | int, Range(1, None)]
-COUNT = Annotated[int, Range(0, None)]
-POSITIVE = Annotated[int, Range(1, None)]
 OPTIONAL_CLASS = Annotated[int | None, Range(0, None)]
+COUNT, POSITIVE, AT_LEAST_2 = Range(0, None), Range(1, None), Range(2, None)
 
 # Arguments the code passes to a target itself: a config key of that name is refused.
 PROVIDED = {
@@ -40,97 +51,167 @@ PROVIDED = {
 }
 GROUPS = ("data", "model", "arch", "trainer", "logger")  # config groups: nodes with schemas of their own
 
-RUN_KEYS: dict[str, Any] = {  # every command that opens a run or starts one
-    "device": Annotated[str, OneOf(DEVICES)],
+# ---- what a command key's default cannot say (the keys themselves: conf/<command>.yaml) ----------------------
+SHARED: dict[str, Any] = {  # the same meaning in every command whose YAML has the key
+    "device": OneOf(DEVICES),
     "seed": COUNT,
     "batch_size": POSITIVE,
     "threads": THREADS,
+    "ckpt": OneOf(CHECKPOINTS),
+    "split": OneOf(SPLITS),
+    "lr": Range(0, None, low_open=True),
+    "span": tuple[float, float] | None,  # checked low < high by _span
+    "steps": AT_LEAST_2,
+    "frame_ms": Range(10, None),
+    "by": OneOf(PICK_BY),
+    "method": OneOf(INTERPOLATION_METHODS),
 }
-TRAIN_KEYS: dict[str, Any] = {
-    **RUN_KEYS,
-    "latent_dim": POSITIVE,
-    "beta": Annotated[float, Range(0, None)],
-    "noise": Annotated[float, Range(0, None)],
-    "epochs": COUNT,
-    "lr": Annotated[float, Range(0, None, low_open=True)],
-    "resume": str | None,
-    "objective": str | None,
-    "sweep_eval": dict | None,
-    "sweep_eval.overrides": list[str],
-    "sweep_eval.y": str | None,
-    "sweep_eval.metrics": list[str] | None,
+CONSTRAINTS: dict[str, dict[str, Any]] = {  # by command (its config's name), over SHARED
+    "train": {
+        "latent_dim": POSITIVE, "beta": Range(0, None), "noise": Range(0, None), "epochs": COUNT,
+        "sweep_eval": dict | None, "sweep_eval.overrides": list[str], "sweep_eval.y": str | None,
+        "sweep_eval.metrics": list[str] | None,
+    },
+    "eval": {
+        "num_images": COUNT, "iw_samples": COUNT, "iw_examples": Annotated[int | None, Range(1, None)],
+        "noise": Range(0, None),
+        "probe.max_train": Annotated[int | None, Range(0, None)], "probe.neighbors": POSITIVE,
+        "anomaly.normal": Annotated[list[int] | None, Range(0, None)], "anomaly.outliers": str | dict | None,
+        "generation.samples": COUNT, "generation.epochs": POSITIVE,  # generation.prior: _sample_prior
+        **{f"disentanglement.{k}": AT_LEAST_2 for k in ("num_train", "num_eval", "batch_size", "variance_points",
+                                                         "bins")},  # disentanglement.dci_estimator: _one_of
+        "views.points": AT_LEAST_2, "views.tsne": COUNT, "views.grid_size": AT_LEAST_2,
+    },
+    "sample": {  # prior: _sample_prior
+        "n": POSITIVE, "grid_size": AT_LEAST_2, "y": OPTIONAL_CLASS, "label": OPTIONAL_CLASS, "per_class": POSITIVE,
+        "style_from": OPTIONAL_CLASS,
+    },
+    "interpolate": {
+        "from": COUNT, "to": COUNT, "from_label": OPTIONAL_CLASS, "to_label": OPTIONAL_CLASS, "pairs": COUNT,
+        "frames": Annotated[int | None, Range(2, None)], "arithmetic": str | int | None,  # _arithmetic reads it
+    },
+    "report": {"x": str | None, "mode": OneOf(MODES)},
+    "fit_prior": {  # prior: _one_of FITTED_PRIORS
+        "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)], "epochs": POSITIVE,
+    },
+    "traverse": {"index": COUNT, "dims": Annotated[int | None, Range(1, None)]},
+    "encode": {"split": OneOf(APPLY_SPLITS)},
+    "reconstruct": {"split": OneOf(APPLY_SPLITS), "preview": COUNT},
+    "score": {
+        "split": OneOf(APPLY_SPLITS), "iw_samples": COUNT, "elbo_samples": POSITIVE,
+        "threshold.quantile": Range(0, 1), "threshold.value": float | None, "threshold.score": OneOf(SCORES),
+    },
+    "export": {"format": OneOf(EXPORT_FORMATS)},
+    "explore": {  # prior: _explore_prior
+        "points": POSITIVE, "prior_points": COUNT, "steps": Range(2, 64), "port": Range(0, 65535),
+    },
 }
-FROM_RUN_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
-                                 "split": Annotated[str, OneOf(SPLITS)], "tensorboard": bool}
-EVAL_KEYS: dict[str, Any] = {
-    **FROM_RUN_KEYS,
-    "num_images": COUNT,
-    "iw_samples": COUNT,
-    "iw_examples": Annotated[int | None, Range(1, None)],
-    "noise": Annotated[list[float], Range(0, None)],
-    "probe.max_train": Annotated[int | None, Range(0, None)],
-    "probe.neighbors": POSITIVE,
-    "anomaly.normal": Annotated[list[int] | None, Range(0, None)],
-    "anomaly.outliers": str | dict | None,
-    "generation.samples": COUNT,
-    "generation.epochs": POSITIVE,
-    "generation.prior": str,  # one of SAMPLE_PRIORS: checked by _sample_prior (the tuple lives beside torch code)
-    "disentanglement.enabled": bool,
-    "disentanglement.num_train": Annotated[int, Range(2, None)],
-    "disentanglement.num_eval": Annotated[int, Range(2, None)],
-    "disentanglement.batch_size": Annotated[int, Range(2, None)],
-    "disentanglement.variance_points": Annotated[int, Range(2, None)],
-    "disentanglement.bins": Annotated[int, Range(2, None)],
-    "disentanglement.dci_estimator": str,  # one of DCI_ESTIMATORS: checked by _one_of
-    "disentanglement.sap_continuous": bool,
-    "views.points": Annotated[int, Range(2, None)],
-    "views.tsne": COUNT,
-    "views.grid_size": Annotated[int, Range(2, None)],
-    "views.files": bool,
-}
-SAMPLE_KEYS: dict[str, Any] = {
-    **FROM_RUN_KEYS,
-    "n": POSITIVE,
-    "prior": str,  # one of SAMPLE_PRIORS: checked by _sample_prior
-    "grid_size": Annotated[int, Range(2, None)],
-    "span": tuple[float, float] | None,
-    "y": OPTIONAL_CLASS,
-    "label": OPTIONAL_CLASS,
-    "per_class": POSITIVE,
-    "style_from": OPTIONAL_CLASS,
-    "by": Annotated[str, OneOf(PICK_BY)],
-}
-INTERPOLATE_KEYS: dict[str, Any] = {
-    **FROM_RUN_KEYS,
-    "from": COUNT,
-    "to": COUNT,
-    "by": Annotated[str, OneOf(PICK_BY)],
-    "from_label": OPTIONAL_CLASS,
-    "to_label": OPTIONAL_CLASS,
-    "pairs": COUNT,
-    "steps": Annotated[int, Range(2, None)],
-    "method": Annotated[str, OneOf(INTERPOLATION_METHODS)],
-    "gif": bool,
-    "frames": Annotated[int | None, Range(2, None)],
-    "frame_ms": Annotated[int, Range(10, None)],
-    "arithmetic": str | int | None,
-}
-REPORT_KEYS: dict[str, Any] = {
-    "dir": str | None,
-    "y": str,
-    "x": str | None,
-    "metrics": list[str],
-    "seed_key": str,
-    "out": str | None,
-    "mode": Annotated[str, OneOf(MODES)],
-}
+NOT_KEYS = ("defaults", "hydra")  # a command YAML's instructions to Hydra
+
+
+def default_type(value: Any) -> Any:
+    """The type a key's YAML default gives it: a null default is an optional string, an interpolation anything."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, str):
+        return Any if "${" in value else str
+    if value is None:
+        return str | None
+    if isinstance(value, Mapping):
+        return dict
+    if isinstance(value, (list, tuple)):
+        kinds = {default_type(v) for v in value}
+        if kinds and kinds <= {int, float}:
+            return list[float] if float in kinds else list[int]
+        if len(kinds) == 1 and kinds <= {bool, str}:
+            return list[kinds.pop()]
+        return list
+    return Any
+
+
+def yaml_defaults(text: str) -> dict[str, Any]:
+    """key -> default of a command YAML, a section's keys dotted (probe.neighbors) beside the section itself."""
+    node = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+
+    def walk(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if prefix or key not in NOT_KEYS:
+                out[prefix + str(key)] = value
+                if isinstance(value, Mapping):
+                    out.update(walk(value, f"{prefix}{key}."))
+        return out
+    return walk(node, "")  # type: ignore[arg-type]
+
+
+def _narrowed(inferred: Any, constraint: Any) -> Any:
+    if constraint is None:
+        return inferred
+    if isinstance(constraint, (Range, OneOf)):
+        return Annotated[inferred, constraint]
+    return constraint
+
+
+def keys_table(defaults: Mapping[str, Any], constraints: Mapping[str, Any]) -> dict[str, Any]:
+    """The check's table of a command: each key of its YAML with its default's type, narrowed by SHARED and by the
+    command's constraints; plus the keys a constraint declares inside a section whose default is null (sweep_eval)."""
+    table = {key: _narrowed(default_type(default), constraints.get(key, SHARED.get(key)))
+             for key, default in defaults.items()}
+    table.update({key: c for key, c in constraints.items() if key not in table})
+    return table
+
+
+def declaration_problems(defaults: Mapping[str, Any], constraints: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a command's constraints beside its YAML: a constraint for a key the YAML lacks (one for a
+    key inside a section must have the section declared null in the YAML and given a type here), a Range or OneOf on
+    a null default (its type must be written whole), a default its own constraint refuses."""
+    problems = []
+    for key, constraint in constraints.items():
+        section = key.rpartition(".")[0]
+        if key not in defaults and not (section in defaults and defaults[section] is None and section in constraints):
+            problems.append(f"{key}: constrained, but no such key in the YAML")
+        elif key in defaults and defaults[key] is None and isinstance(constraint, (Range, OneOf)):
+            problems.append(f"{key}: a {type(constraint).__name__} on a null default (write its whole type)")
+    table = keys_table(defaults, constraints)
+    for key, default in defaults.items():
+        if not (isinstance(default, str) and "${" in default):
+            try:
+                check_value(key, default, table[key])
+            except UserError as error:
+                problems.append(f"{key}: its default is refused: {error.line()}")
+    return problems
+
+
+def command_yaml(config: str) -> str:
+    """conf/<config>.yaml as installed (the package aelab.conf, where Hydra reads it)."""
+    from importlib import resources
+
+    return (resources.files("aelab.conf") / f"{config}.yaml").read_text(encoding="utf-8")
+
+
+@functools.cache
+def command_keys(config: str) -> dict[str, Any]:
+    """The table a command's keys are checked against: conf/<config>.yaml's keys, typed as above."""
+    defaults = yaml_defaults(command_yaml(config))
+    constraints = CONSTRAINTS.get(config, {})
+    problems = declaration_problems(defaults, constraints)
+    if problems:  # a mistake of aelab's own, not the user's: the suite fails on it (tests/test_command_keys.py)
+        raise RuntimeError(f"aelab/config_check.py CONSTRAINTS[{config!r}] and conf/{config}.yaml disagree: "
+                           + "; ".join(problems))
+    return keys_table(defaults, constraints)
+
+
 # A dataset's own keys; its source (data.source) is a _target_ node. Keys the source reads by interpolation
 # (csv's data.path -> data.source.path) are checked with the source's annotation.
 DATA_KEYS: dict[str, Any] = {
     "val_fraction": Annotated[float, Range(0, 0.9)],
     "test_fraction": Annotated[float, Range(0, 0.9)],
-    "split_seed": COUNT,
-    "num_workers": COUNT,
+    "split_seed": Annotated[int, COUNT],
+    "num_workers": Annotated[int, COUNT],
     "likelihood": str,  # its values: models/likelihoods.py's LIKELIHOODS (imported when a dataset is checked)
     "source": dict,
 }
@@ -277,10 +358,11 @@ def user_key(cfg: DictConfig | Mapping[str, Any], key: str) -> str:
     return key
 
 
-def _checked(table: Mapping[str, Any], groups: tuple[str, ...] = (),
+def _checked(config: str, groups: tuple[str, ...] = (),
              first: tuple[Callable[[dict[str, Any]], None], ...] = (),
              then: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> Callable[[DictConfig], None]:
-    """The check of one command: `first` (the run it reads), its keys, its groups' nodes, `then` (rules across keys).
+    """The check of one command: `first` (the run it reads), its keys (`command_keys(config)`: conf/<config>.yaml's),
+    its groups' nodes, `then` (rules across keys).
     A config that passed is not checked again in this process: the CLI's pre-check and the command's own run() (which
     checks for callers from Python) see the same config, and it is validated once."""
     def check(cfg: DictConfig | Mapping[str, Any]) -> None:
@@ -291,7 +373,7 @@ def _checked(table: Mapping[str, Any], groups: tuple[str, ...] = (),
         try:
             for rule in first:
                 rule(values)
-            check_keys(values, table, allow=groups)
+            check_keys(values, command_keys(config), allow=groups)
             check_nodes({k: v for k, v in values.items() if k in groups})
             for rule in then:
                 rule(values)
@@ -367,72 +449,21 @@ def _one_of(key: str, module: str, name: str, required: bool = False) -> Callabl
 _sample_prior = functools.partial(_one_of, module="aelab.models.fitted_prior", name="SAMPLE_PRIORS")
 
 
-check_train = _checked(TRAIN_KEYS, GROUPS, then=(_resume, _objective))
-check_eval = _checked(EVAL_KEYS, ("data",), first=(_run,),
+check_train = _checked("train", GROUPS, then=(_resume, _objective))
+check_eval = _checked("eval", ("data",), first=(_run,),
                       then=(_outliers, _sample_prior("generation.prior"),
                             _one_of("disentanglement.dci_estimator", "aelab.metrics.disentanglement", "DCI_ESTIMATORS")))
-check_sample = _checked(SAMPLE_KEYS, ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
-check_interpolate = _checked(INTERPOLATE_KEYS, ("data",), first=(_run,), then=(_arithmetic,))
-check_report = _checked(REPORT_KEYS, first=(_report_dir,))
-
-
-
-# aelab fit-prior (aelab/commands/fit_prior.py): its keys, and the prior checked against the one list of fitted densities
-FIT_PRIOR_KEYS: dict[str, Any] = {**RUN_KEYS, "run": str | None, "ckpt": Annotated[str, OneOf(CHECKPOINTS)],
-                                  "prior": str, "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)],
-                                  "epochs": POSITIVE, "lr": Annotated[float, Range(0, None, low_open=True)]}
-
-
-check_fit_prior = _checked(FIT_PRIOR_KEYS, (), (_run, _one_of("prior", "aelab.models.fitted_prior", "FITTED_PRIORS",
-                                                                       required=True)))
-
-
-# aelab traverse (aelab/commands/traverse.py)
-TRAVERSE_KEYS: dict[str, Any] = {
-    **FROM_RUN_KEYS,
-    "index": COUNT,
-    "span": tuple[float, float] | None,
-    "steps": Annotated[int, Range(2, None)],
-    "dims": Annotated[int | None, Range(1, None)],
-    "frame_ms": Annotated[int, Range(10, None)],
-}
-check_traverse = _checked(TRAVERSE_KEYS, ("data",), first=(_run,), then=(_span,))
-
-
-# aelab encode / reconstruct / score / export (aelab/commands/): a trained run applied to data of the user's
-APPLY_SPLITS = ("all", *SPLITS)  # all: every example in the data's own order, nothing carved or shuffled
-SCORES = ("recon_nll", "neg_elbo", "nll_iw")  # the anomaly scores of aelab score, the first for every family
-EXPORT_FORMATS = ("torchscript", "onnx")
-APPLY_KEYS: dict[str, Any] = {**FROM_RUN_KEYS, "split": Annotated[str, OneOf(APPLY_SPLITS)]}
-ENCODE_KEYS: dict[str, Any] = {**APPLY_KEYS}
-RECONSTRUCT_KEYS: dict[str, Any] = {**APPLY_KEYS, "out": str | None, "preview": COUNT}
-SCORE_KEYS: dict[str, Any] = {
-    **APPLY_KEYS,
-    "out": str | None,
-    "iw_samples": COUNT,
-    "elbo_samples": POSITIVE,
-    "threshold.quantile": Annotated[float, Range(0, 1)],
-    "threshold.value": float | None,
-    "threshold.score": Annotated[str, OneOf(SCORES)],
-}
-EXPORT_KEYS: dict[str, Any] = {**FROM_RUN_KEYS, "format": Annotated[str, OneOf(EXPORT_FORMATS)]}
-check_encode = _checked(ENCODE_KEYS, ("data",), first=(_run,))
-check_reconstruct = _checked(RECONSTRUCT_KEYS, ("data",), first=(_run,))
-check_score = _checked(SCORE_KEYS, ("data",), first=(_run,))
-check_export = _checked(EXPORT_KEYS, first=(_run,))
-
-
-# aelab explore (aelab/commands/explore.py): a local server for a run's latent space; it writes nothing
-EXPLORE_KEYS: dict[str, Any] = {
-    **{k: v for k, v in FROM_RUN_KEYS.items() if k != "tensorboard"},
-    "points": POSITIVE,
-    "prior": str,  # one of SAMPLE_PRIORS or none: checked by _explore_prior
-    "prior_points": COUNT,
-    "method": Annotated[str, OneOf(INTERPOLATION_METHODS)],
-    "steps": Annotated[int, Range(2, 64)],
-    "port": Annotated[int, Range(0, 65535)],
-    "open": bool,
-}
+check_sample = _checked("sample", ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
+check_interpolate = _checked("interpolate", ("data",), first=(_run,), then=(_arithmetic,))
+check_report = _checked("report", first=(_report_dir,))
+check_fit_prior = _checked("fit_prior", (), (_run, _one_of("prior", "aelab.models.fitted_prior", "FITTED_PRIORS",
+                                                               required=True)))
+check_traverse = _checked("traverse", ("data",), first=(_run,), then=(_span,))
+# encode / reconstruct / score / export (aelab/commands/_apply.py): a trained run applied to data of the user's
+check_encode = _checked("encode", ("data",), first=(_run,))
+check_reconstruct = _checked("reconstruct", ("data",), first=(_run,))
+check_score = _checked("score", ("data",), first=(_run,))
+check_export = _checked("export", first=(_run,))
 
 
 def _explore_prior(values: dict[str, Any]) -> None:
@@ -441,7 +472,7 @@ def _explore_prior(values: dict[str, Any]) -> None:
     check_value("prior", values.get("prior"), Annotated[str, OneOf(("none", *SAMPLE_PRIORS))])
 
 
-check_explore = _checked(EXPLORE_KEYS, ("data",), first=(_run,), then=(_explore_prior,))
+check_explore = _checked("explore", ("data",), first=(_run,), then=(_explore_prior,))  # a local server; writes nothing
 
 
 def check_of(config_name: str) -> Callable[[DictConfig], None]:

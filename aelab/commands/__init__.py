@@ -1,8 +1,9 @@
 """The commands, each declared once: its name as typed and its one line of help. Everything else follows from the
 name: its module `aelab/commands/<name>.py` (a `run(cfg)` and the `main` Hydra calls), its config
-`conf/<name>.yaml` (its keys and defaults), its check `aelab.config_check.check_<name>` (their types, ranges and
-rules, run once by the pre-check before any work), and its place in `aelab --help`. A new command is one line
-here plus those three.
+`conf/<name>.yaml` (its keys and defaults: the one place they are declared), its check
+`aelab.config_check.check_<name>` (run once by the pre-check before any work: each key typed by its YAML default,
+plus the ranges, choices and rules across keys the defaults cannot say), and its place in `aelab --help`. A new
+command is one line here plus those three.
 
 Torch- and Hydra-free: `aelab --help` reads this table.
 """
