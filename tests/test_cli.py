@@ -29,7 +29,7 @@ def test_help_lists_commands(tmp_path) -> None:
 def test_command_help_and_cfg_are_hydras(tmp_path) -> None:
     helped = aelab("train", "--help", cwd=tmp_path)
     families = "model: " + ", ".join(model_names())  # conf/model/ is the registry: every family, new ones too
-    assert helped.returncode == 0 and families in helped.stdout and "arch: conv, mlp" in helped.stdout
+    assert helped.returncode == 0 and families in helped.stdout and "arch: burgess_conv, conv, mlp" in helped.stdout
     cfg = aelab("train", "model=ae", "latent_dim=3", "--cfg", "job", cwd=tmp_path)
     assert cfg.returncode == 0 and "_target_: aelab.models.ae.AE" in cfg.stdout and "latent_dim: 3" in cfg.stdout
     assert not (tmp_path / "outputs").exists()

@@ -10,6 +10,7 @@ import torch
 from aelab.data import build_data
 from aelab.engine.build import build_model
 from aelab.engine.trainer import Trainer
+from aelab.errors import UserError
 from aelab.models.base import Autoencoder, NoPriorError
 from aelab.viz.logger import NullLogger
 from conftest import TINY, arch_names, model_names
@@ -19,10 +20,14 @@ from conftest import TINY, arch_names, model_names
 NOT_MEANINGFUL = {("pca", "conv"): "pca is linear and builds no networks: the arch is unused (covered by pca x mlp)"}
 
 
+# burgess_conv's four stride-2 convs are sized for 64x64 images; on TINY's 16x16 they would end at one pixel
+ARCH_ON_TINY = {"burgess_conv": ["arch.channels=[32,64]"]}
+
+
 def _setup(compose_cfg, model: str, arch: str, extra: list[str] | None = None):
     if (model, arch) in NOT_MEANINGFUL:
         pytest.skip(NOT_MEANINGFUL[model, arch])
-    cfg = compose_cfg([*TINY, f"model={model}", f"arch={arch}", *(extra or [])])
+    cfg = compose_cfg([*TINY, f"model={model}", f"arch={arch}", *ARCH_ON_TINY.get(arch, []), *(extra or [])])
     torch.manual_seed(0)
     data = build_data(cfg.data, torch.device("cpu"))
     return cfg, data, build_model(cfg, data.shape, data.num_classes)
@@ -102,6 +107,33 @@ def test_conv_arch_fits_every_image_size(compose_cfg, data_name: str, shape) -> 
     net = build_model(cfg, data.shape, data.num_classes)
     assert tuple(data.shape) == shape
     assert net.decode(net.encode(data.train.head(3).x)).shape == (3, *shape)
+
+
+@pytest.mark.parametrize("side", [16, 28, 33, 64])
+def test_burgess_conv_lands_on_every_image_size_and_has_no_batch_statistics(side: int) -> None:
+    """arch=burgess_conv (disentanglement_lib's nets): 4x4 stride-2 convs down and back to the exact size, odd sides
+    too; no BatchNorm, so an example's code is the same alone or in a batch."""
+    from torch import nn
+
+    from aelab.nets.burgess import BurgessConvArch
+
+    arch = BurgessConvArch()
+    torch.manual_seed(0)
+    enc, dec = arch.encoder((1, side, side), 20), arch.decoder(10, (1, side, side))
+    x = torch.rand(5, 1, side, side)
+    with torch.no_grad():
+        codes = enc(x)
+        assert codes.shape == (5, 20) and dec(codes[:, :10]).shape == (5, 1, side, side)
+        assert torch.allclose(enc(x[:1]), codes[:1], atol=1e-5)
+    assert [m.kernel_size for m in enc.modules() if isinstance(m, nn.Conv2d)] == [(4, 4)] * 4
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in [*enc.modules(), *dec.modules()])
+
+
+def test_burgess_conv_refuses_images_too_small_for_its_convs(compose_cfg) -> None:
+    cfg = compose_cfg([*TINY, "data=digits", "model=vae", "arch=burgess_conv"])
+    data = build_data(cfg.data, torch.device("cpu"))
+    with pytest.raises(UserError, match=r"arch.channels: 4 stride-2 convs need images of at least 16 pixels"):
+        build_model(cfg, data.shape, data.num_classes)
 
 
 def test_vae_kl_weight_follows_beta(compose_cfg) -> None:

@@ -52,20 +52,28 @@ class MLPDecoder(nn.Module):
 
 
 class MLPArch:
-    """`arch=mlp`: hidden sizes for the encoder; the decoder mirrors them."""
+    """`arch=mlp`: hidden sizes for the encoder; the decoder mirrors them unless given its own
+    (`decoder_hidden`, `decoder_activation`: Chen et al.'s dSprites decoder is three tanh layers of 1,200 behind a
+    ReLU encoder of two)."""
 
     def __init__(self, hidden: Annotated[Sequence[int], Range(1, None)] = (512, 256),
-                 activation: Annotated[str, OneOf(ACTIVATIONS)] = "relu") -> None:
+                 activation: Annotated[str, OneOf(ACTIVATIONS)] = "relu",
+                 decoder_hidden: Annotated[Sequence[int] | None, Range(1, None)] = None,
+                 decoder_activation: Annotated[str | None, OneOf(ACTIVATIONS)] = None) -> None:
         from aelab.errors import UserError
 
-        if activation not in ACTIVATIONS:
-            raise UserError("arch.activation", f"unknown value {activation!r}", "one of: " + ", ".join(ACTIVATIONS))
-        if any(not isinstance(h, int) or h < 1 for h in hidden):
-            raise UserError("arch.hidden", f"got {list(hidden)}", "a list of positive integers")
+        for key, value in (("arch.activation", activation), ("arch.decoder_activation", decoder_activation)):
+            if value is not None and value not in ACTIVATIONS:
+                raise UserError(key, f"unknown value {value!r}", "one of: " + ", ".join(ACTIVATIONS))
+        for key, sizes in (("arch.hidden", hidden), ("arch.decoder_hidden", decoder_hidden)):
+            if sizes is not None and any(not isinstance(h, int) or h < 1 for h in sizes):
+                raise UserError(key, f"got {list(sizes)}", "a list of positive integers")
         self.hidden, self.activation = list(hidden), activation
+        self.decoder_hidden = list(hidden[::-1] if decoder_hidden is None else decoder_hidden)
+        self.decoder_activation = decoder_activation or activation
 
     def encoder(self, input_shape: tuple[int, ...], out_features: int, extra_features: int = 0) -> nn.Module:
         return MLPEncoder(input_shape, self.hidden, out_features, self.activation, extra_features)
 
     def decoder(self, in_features: int, output_shape: tuple[int, ...]) -> nn.Module:
-        return MLPDecoder(in_features, self.hidden[::-1], output_shape, self.activation)
+        return MLPDecoder(in_features, self.decoder_hidden, output_shape, self.decoder_activation)
