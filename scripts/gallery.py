@@ -244,6 +244,7 @@ class Result:
     commands: list[str]
     shots: dict[str, str]  # shot name + suffix -> the command line that made it
     settings: str  # the gallery's changes to the preset, in words
+    from_run: bool = False  # drawn from the preset's own run, trained outside the gallery (--from-run)
 
     @property
     def total_s(self) -> float:
@@ -279,13 +280,36 @@ def best_job(sweep: Path, report_dir: Path, y: str) -> Path:
     return jobs[0]
 
 
-def make_preset(entry: Entry, work: Path, out: Path, quick: bool, in_process: bool) -> Result:
-    run = work / entry.preset
-    shutil.rmtree(run, ignore_errors=True)
+def trained_run(entry: Entry, run: Path) -> tuple[float, str]:
+    """A run trained outside the gallery (--from-run): its training seconds and its overrides in words. It must be a
+    finished run of the preset itself (`aelab train experiment=<preset> ...`), not a study."""
+    overrides_file, metrics_file = run / ".hydra" / "overrides.yaml", run / "metrics.json"
+    if entry.study:
+        raise GalleryError(f"--from-run {entry.preset}: a study preset is drawn from its own sweep, not a given run")
+    if not overrides_file.is_file() or not metrics_file.is_file():
+        raise GalleryError(f"--from-run {entry.preset}={run}: not a finished aelab run (no .hydra/overrides.yaml "
+                           "or metrics.json)")
+    overrides = [line[2:].strip() for line in overrides_file.read_text().splitlines() if line.startswith("- ")]
+    if f"experiment={entry.preset}" not in overrides:
+        raise GalleryError(f"--from-run {entry.preset}={run}: trained with {overrides}, not experiment={entry.preset}")
+    metrics = json.loads(metrics_file.read_text())
+    extra = [o for o in overrides if o != f"experiment={entry.preset}" and not o.startswith(("hydra.", "logger="))]
+    command = f"aelab train experiment={entry.preset}{''.join(' ' + o for o in extra)}"
+    return float(metrics.get("time/wall_s", metrics.get("time/train_s", 0.0))), command
+
+
+def make_preset(entry: Entry, work: Path, out: Path, quick: bool, in_process: bool, from_run: Path | None = None) -> Result:
     runner = Runner(work, work / "logs" / f"{entry.preset}.log", in_process)
     started = time.perf_counter()
-    runner(["train", *train_args(entry, run, quick)])
-    train_s = time.perf_counter() - started
+    if from_run is not None:  # the preset's own run, trained (and timed) outside the gallery
+        run = from_run.resolve()
+        train_s, trained = trained_run(entry, run)
+    else:
+        run = work / entry.preset
+        shutil.rmtree(run, ignore_errors=True)
+        runner(["train", *train_args(entry, run, quick)])
+        train_s, trained = time.perf_counter() - started, None
+    pictures_started = time.perf_counter()
     target = out / entry.preset
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -318,11 +342,12 @@ def make_preset(entry: Entry, work: Path, out: Path, quick: bool, in_process: bo
             name = shot.name + source.suffix
             copy_small(source, target / name)
             shots[name] = display(runner.commands[-1], work)
-    pictures_s = time.perf_counter() - started - train_s
+    pictures_s = time.perf_counter() - pictures_started
     data = read_data_used(run, entry.study)
-    settings = "quick smoke run" if quick else (entry.why or "")
+    settings = "quick smoke run" if quick else ("" if trained else (entry.why or ""))
+    commands = [*([trained] if trained else []), *(display(c, work) for c in runner.commands)]
     return Result(entry.preset, "quick" if quick else "full", dt.datetime.now().strftime("%Y-%m-%d %H:%M"), data,
-                  round(train_s, 1), round(pictures_s, 1), [display(c, work) for c in runner.commands], shots, settings)
+                  round(train_s, 1), round(pictures_s, 1), commands, shots, settings, from_run=trained is not None)
 
 
 def hydra_quote(path: Path) -> str:
@@ -459,6 +484,9 @@ def write_page(out: Path, manifest: dict, entries: tuple[Entry, ...]) -> Path:
             continue
         lines.append(f"Trained: `{done['commands'][0]}` ({minutes(done['train_s'])}, {done['mode']} run of "
                      f"{done['date']}; data used: {done['data']}).")
+        if done.get("from_run"):
+            lines.append("Drawn from the preset's own timed run, trained outside the gallery (`--from-run`): its "
+                         "wall time, start-up included, is the figure above.")
         if done["settings"] and done["mode"] == "full":
             lines.append(f"For the gallery: {done['settings']} (the preset's own size would not fit the ~40 minutes "
                          "of a full gallery run on 2 CPU cores).")
@@ -497,9 +525,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--page", action="store_true",
                         help="only write the page again from gallery.json and the entries (after editing a caption)")
+    parser.add_argument("--from-run", action="append", metavar="PRESET=RUN", default=[],
+                        help="draw PRESET's pictures from RUN, already trained with `aelab train experiment=PRESET` "
+                             "(a long preset's own timed run), instead of training it again")
     parser.add_argument("--runner", choices=("auto", "subprocess", "in-process"), default="auto",
                         help="auto: in-process with --quick, else a process per command")
     return parser.parse_args(argv)
+
+
+def parse_from_runs(given: list[str], chosen: set[str]) -> dict[str, Path]:
+    """--from-run PRESET=RUN arguments -> {preset: run}; each preset one the gallery draws this time."""
+    runs: dict[str, Path] = {}
+    for item in given:
+        preset, sep, path = item.partition("=")
+        if not sep or not path:
+            raise GalleryError(f"--from-run: got {item!r}, expected PRESET=RUN (e.g. beta_tcvae_dsprites=outputs/...)")
+        if preset not in chosen:
+            raise GalleryError(f"--from-run: {preset!r} is not among the presets drawn now (--only it, or a preset)")
+        runs[preset] = Path(path)
+    return runs
 
 
 @contextlib.contextmanager
@@ -517,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_coverage(ENTRIES, preset_names())
         chosen = select(ENTRIES, args.only)
+        from_runs = parse_from_runs(args.from_run, {e.preset for e in chosen})
     except GalleryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -532,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         with work_folder(args.work) as work:
             for number, entry in enumerate(chosen, 1):
                 print(f"[{number}/{len(chosen)}] {entry.preset} ...", flush=True)
-                result = make_preset(entry, work, out, args.quick, in_process)
+                result = make_preset(entry, work, out, args.quick, in_process, from_runs.get(entry.preset))
                 manifest["presets"][entry.preset] = result.__dict__
                 save_manifest(out, manifest)
                 write_page(out, manifest, ENTRIES)

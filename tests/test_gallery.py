@@ -93,3 +93,27 @@ def test_quick_gallery_draws_every_preset_and_lists_its_pictures(tmp_path) -> No
             if path.suffix != ".md":
                 assert f"]({entry.preset}/{name})" in page
     assert "not drawn yet" not in page and "Last `--quick` smoke run" in page
+
+
+def test_from_run_draws_a_preset_from_its_own_timed_run(tmp_path, capsys) -> None:
+    """--from-run PRESET=RUN: a long preset's pictures come from a run trained with that preset (its timed run), the
+    page saying how it was trained; a run of another preset or a half-written one is refused in one line."""
+    entry = next(e for e in gallery.ENTRIES if e.preset == "beta_tcvae_dsprites")
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=beta_tcvae_dsprites\n- seed=0\n- hydra.run.dir=x\n")
+    with pytest.raises(gallery.GalleryError, match="not a finished aelab run"):
+        gallery.trained_run(entry, run)
+    (run / "metrics.json").write_text('{"time/wall_s": 3512.5}')
+    seconds, how = gallery.trained_run(entry, run)
+    assert seconds == 3512.5 and how == "aelab train experiment=beta_tcvae_dsprites seed=0"
+    other = next(e for e in gallery.ENTRIES if e.preset == "factor_vae_dsprites")
+    with pytest.raises(gallery.GalleryError, match="not experiment=factor_vae_dsprites"):
+        gallery.trained_run(other, run)
+    assert gallery.parse_from_runs([f"beta_tcvae_dsprites={run}"], {"beta_tcvae_dsprites"}) == {
+        "beta_tcvae_dsprites": run}
+    assert gallery.main(["--only", "vae_2d", "--from-run", f"beta_tcvae_dsprites={run}", "--out",
+                         str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--from-run: 'beta_tcvae_dsprites' is not among the presets drawn now" in err
+    assert not (tmp_path / "never").exists()

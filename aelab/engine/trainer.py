@@ -346,6 +346,10 @@ class Trainer:
             out["time/epoch_s"] = statistics.median(self.epoch_seconds)
         if self.val_seconds:
             out["time/val_s"] = statistics.median(self.val_seconds)
+        # the epochs with their validation, and this process from launch (imports, data and start-up included): what
+        # a budget such as "MIG 0.2 within the hour" is measured in
+        out["time/train_s"] = sum(self.epoch_seconds) + sum(self.val_seconds)
+        out["time/wall_s"] = seconds_since_launch()
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -360,7 +364,8 @@ class Trainer:
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "progress": {"step": self.step, "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
                          "monitor": self.monitor,
-                         "epoch_seconds": list(self.epoch_seconds), "batch_in_epoch": self.batch_in_epoch,
+                         "epoch_seconds": list(self.epoch_seconds), "val_seconds": list(self.val_seconds),
+                         "batch_in_epoch": self.batch_in_epoch,
                          "partial_sums": dict(self.partial_sums), "skipped": self.skipped},
             "rng": rng,
             "epoch_start_rng": self.epoch_start_rng,
@@ -380,6 +385,7 @@ class Trainer:
         if progress.get("monitor", "val/loss") == self.monitor:  # a resume that changes the monitor starts afresh
             self.best, self.best_epoch = float(progress["best"]), int(progress.get("best_epoch", self.epoch))
         self.epoch_seconds = list(progress.get("epoch_seconds", []))
+        self.val_seconds = list(progress.get("val_seconds", []))
         self.batch_in_epoch = int(progress.get("batch_in_epoch", 0))
         self.partial_sums = dict(progress.get("partial_sums", {}))
         self.skipped = int(progress.get("skipped", 0))
