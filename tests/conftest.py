@@ -19,7 +19,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", "device=cpu", "logger=none"]
+# AELAB_TEST_DEVICE=cuda runs every test built on TINY on a GPU (a lent one: CI has none); tests/test_cuda.py adds the
+# GPU's own checks.
+TEST_DEVICE = os.environ.get("AELAB_TEST_DEVICE", "cpu")
+TINY = ["data=synthetic", "latent_dim=4", "epochs=1", "batch_size=64", f"device={TEST_DEVICE}", "logger=none"]
 
 
 @pytest.fixture(autouse=True)
