@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """The gallery: every experiment preset trained with its own settings, its pictures drawn by aelab's commands.
 
-    python scripts/gallery.py                        # every preset -> docs/gallery/ (47 minutes on 2 shared cores)
+    python scripts/gallery.py                        # every preset -> docs/gallery/ (47 minutes on 2 shared cores,
+                                                     # + ~50 for beta_tcvae_dsprites, no longer shortened)
+    python scripts/gallery.py --only beta_tcvae_dsprites --from-run beta_tcvae_dsprites=<run>  # from its own run
     python scripts/gallery.py --quick --out /tmp/g   # a smoke run of every preset (about 2 minutes)
     python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
     python scripts/gallery.py --page                 # only the page again, e.g. after editing a caption
