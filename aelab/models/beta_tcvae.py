@@ -18,6 +18,7 @@ from torch import Tensor
 
 from aelab.data.base import Batch, Split
 from aelab.models.base import Diagnostics
+from aelab.models.iwae import log_normal
 from aelab.models.likelihoods import LIKELIHOODS
 from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
@@ -48,10 +49,6 @@ def stratified_log_weights(m: int, dataset_size: int) -> Tensor:  # (M, M): log 
 PAIR_BLOCK = 1 << 18  # (rows, M, D) floats the marginal estimate holds at once: a megabyte, which stays in cache
 
 
-def _log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:  # elementwise log N(z; mu, exp logvar)
-    return -0.5 * ((z - mu).pow(2) * (-logvar).exp() + logvar) - HALF_LOG_2PI
-
-
 def joint_pair_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """(M, M): log q(z_i | x_j) = sum_d log N(z_id; mu_jd, exp logvar_jd) for every pair, by three (M, D) x (D, M)
     matmuls rather than an (M, M, D) tensor: sum_d (z_id - mu_jd)^2 / var_jd expands to z^2 . (1/var) - 2 z . (mu/var)
@@ -62,7 +59,7 @@ def joint_pair_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         inv_var = (-logvar).exp()
         quad = (z * z) @ inv_var.T - 2 * z @ (mu * inv_var).T + (mu * mu * inv_var).sum(1)
         pairs = -0.5 * (quad + logvar.sum(1)) - z.shape[1] * HALF_LOG_2PI
-        own = _log_normal(z, mu, logvar).sum(1)  # (M,): the diagonal, exactly
+        own = log_normal(z, mu, logvar)  # (M,): the diagonal, exactly
         eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
         return torch.where(eye, torch.diag_embed(own), pairs)
 
