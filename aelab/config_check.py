@@ -93,6 +93,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {  # by command (its config's name), ov
     "report": {"x": str | None, "mode": OneOf(MODES)},
     "fit_prior": {  # prior: _one_of FITTED_PRIORS
         "components": POSITIVE, "max_codes": Annotated[int | None, Range(2, None)], "epochs": POSITIVE,
+        "layers": POSITIVE, "hidden": Annotated[list[int], Range(1, None)],
     },
     "traverse": {"index": COUNT, "dims": Annotated[int | None, Range(1, None)]},
     "encode": {"split": OneOf(APPLY_SPLITS)},

@@ -22,7 +22,7 @@ GAUSSIAN_CODES = 20000  # training codes the fallback Gaussian is fitted to
 class Sampler:
     """Where samples come from: the model's own prior, or codes drawn from a density fitted to its codes."""
 
-    key: str  # model | pixelcnn | gmm | gaussian
+    key: str  # model | pixelcnn | maf | gmm | gaussian
     source: str  # in words, for the table and metrics.json
     draw_codes: Callable[[int], Tensor] | None = None  # n -> codes (n, D); None: the model samples itself
 
@@ -34,12 +34,12 @@ class Sampler:
 
 
 def choose_sampler(session: RunSession, choice: str, key: str, gaussian_fallback: bool) -> Sampler | None:
-    """`auto`: a density `aelab fit-prior` stored in the run (pixelcnn before gmm), else the model's prior, else
+    """`auto`: a density `aelab fit-prior` stored in the run (pixelcnn, then maf, then gmm), else the model's prior, else
     (with gaussian_fallback) a Gaussian fitted to the training codes; None when there is nothing to draw from."""
     from aelab.models.fitted_prior import load_fitted_prior, prior_path
 
     model, run_dir = session.model, session.run.run_dir
-    fitted = {"pixelcnn": prior_path(run_dir, "pixelcnn"), "gmm": prior_path(run_dir, "gmm")}
+    fitted = {name: prior_path(run_dir, name) for name in ("pixelcnn", "maf", "gmm")}
     if choice == "auto":
         choice = next((k for k, path in fitted.items() if path.is_file()), "model" if model.has_prior else
                       ("gaussian" if gaussian_fallback else ""))
@@ -56,6 +56,11 @@ def choose_sampler(session: RunSession, choice: str, key: str, gaussian_fallback
 
         pixelcnn = PixelCNNPrior.load(fitted["pixelcnn"], map_location=session.device)
         return Sampler("pixelcnn", "a PixelCNN fitted to the training code grids", pixelcnn.sample)
+    if choice == "maf":
+        from aelab.models.maf_prior import MAFPrior
+
+        maf = MAFPrior.from_file(fitted["maf"], map_location=session.device)
+        return Sampler("maf", f"a {maf.layers}-layer masked autoregressive flow fitted to the training codes", maf.sample)
     if choice == "gmm":
         gmm = load_fitted_prior(run_dir, "gmm")
         return Sampler("gmm", f"a {gmm.components}-component Gaussian mixture fitted to the training codes", gmm.sample)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from aelab.errors import UserError
 from aelab.files import save_torch
 
-FITTED_PRIORS = ("gmm", "pixelcnn")  # the densities `aelab fit-prior prior=` fits (the one place a new one is added)
+FITTED_PRIORS = ("gmm", "maf", "pixelcnn")  # the densities `aelab fit-prior prior=` fits (the one place a new one is added)
 # what `aelab sample prior=` and eval's `generation.prior=` draw from: auto (a fitted density stored in the run,
 # else the model's prior, else for sample a Gaussian fitted to the training codes), the model's own prior, a
 # fitted density, or that Gaussian
