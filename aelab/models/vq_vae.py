@@ -146,7 +146,7 @@ class VQVAE(Autoencoder):
             cells = h * w
             if embedding_dim is None:
                 if self.latent_dim % cells:
-                    raise UserError("latent_dim", f"vq_vae's code is the conv encoder's {h}x{w} grid of vectors: "
+                    raise UserError("latent_dim", f"the code is the conv encoder's {h}x{w} grid of vectors: "
                                     f"{self.latent_dim} is not a multiple of its {cells} cells",
                                     f"latent_dim = {cells} x the vector size, e.g. {cells * 16} or {cells * 64}")
                 return (h, w), self.latent_dim // cells
