@@ -153,3 +153,19 @@ def test_maf_density_integrates_to_one() -> None:
     density = maf.log_prob(grid.double()).exp().view(481, 481)
     mass = torch.trapezoid(torch.trapezoid(density, side.double()), side.double())
     assert abs(float(mass) - 1) < 2e-3, float(mass)
+
+
+def test_fit_prior_fits_the_codes_the_decoder_saw(compose_cfg) -> None:
+    """training_codes of a vae_iaf run are flow draws z_T (the same noise pushed through the flow), not q(z_0|x)'s."""
+    from aelab.models.fitted_prior import training_codes
+
+    data, model = _iaf(compose_cfg, "model.flows=2")
+    model = model.float()
+    codes = training_codes(model, data.train, limit=32, seed=4)
+    batch = data.train.head(32)
+    with torch.no_grad():
+        mu, logvar, h = model.encoded(batch.x)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(4))
+        z0 = mu + eps * (0.5 * logvar).exp()
+        z = model.flow(z0, h)[0]
+    assert torch.allclose(codes, z, atol=1e-5) and not torch.allclose(codes, z0, atol=1e-2)

@@ -117,14 +117,17 @@ def fit_gaussian(codes: Tensor) -> FittedPrior:
 @torch.no_grad()
 def training_codes(model, split, limit: int | None = None, batch_size: int = 1024, seed: int = 0) -> Tensor:
     """Codes (N, D) of a split on the CPU: one draw of q(z|x) per example for families with a Gaussian posterior
-    (their aggregate posterior, which is what the decoder saw in training), the deterministic code otherwise."""
+    (their aggregate posterior, which is what the decoder saw in training), the deterministic code otherwise.
+    A family whose q(z|x) is not the Gaussian posterior() alone (a flow on top, vae_iaf) maps the noise itself
+    with posterior_draw(x, y, eps)."""
     generator = torch.Generator().manual_seed(seed)
     out, seen = [], 0
+    own_draw = getattr(model, "posterior_draw", None)
     for batch in split.batches(batch_size):
         if model.has_posterior:
             mu, logvar = model.posterior(batch.x, batch.y)
             eps = torch.randn(mu.shape, generator=generator).to(mu.device)
-            z = mu + eps * (0.5 * logvar).exp()
+            z = mu + eps * (0.5 * logvar).exp() if own_draw is None else own_draw(batch.x, batch.y, eps)
         else:
             z = model.encode(batch.x, batch.y)
         out.append(z.float().cpu())

@@ -94,6 +94,11 @@ class VAEIAF(VAE):
         log_q = log_normal(z0, mu, logvar) - logdet
         return z, log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - log_q
 
+    def posterior_draw(self, x: Tensor, y: Tensor | None, eps: Tensor) -> Tensor:  # eps (B, D) -> z_T (B, D)
+        """The draw of q(z_T|x) that standard noise eps makes: what fit-prior fits its densities to."""
+        mu, logvar, h = self.encoded(x, y)
+        return self.flow(mu + eps * (0.5 * logvar).exp(), h)[0]
+
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         mu, _, h = self.encoded(x, y)
         return self.flow(mu, h)[0]
