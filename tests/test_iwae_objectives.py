@@ -90,6 +90,7 @@ def test_piwae_gives_each_network_its_own_bound(compose_cfg) -> None:
     batch = data.train.head(16)
     terms = net.losses(batch, 0)
     assert set(terms) == {"iw_nll", "miwae_nll"} and terms["iw_nll"] < terms["miwae_nll"]  # the tighter bound
+    assert net.monitor == "iw_nll"  # best.pt by the decoder's bound, not the sum of two bounds
     enc, dec = _grads(net, batch, seed=5)
     net.objective, net.k, net.m = "iwae", 64, 1
     iwae_enc, iwae_dec = _grads(net, batch, seed=5)

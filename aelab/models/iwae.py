@@ -71,6 +71,11 @@ class IWAE(VAE):
             raise UserError(f"{key}.m", f"objective={objective} draws one group of k, m={m} would be ignored",
                             f"{key}.m=1, or {key}.objective=miwae|piwae")
 
+    @property
+    def monitor(self) -> str:
+        """piwae's loss adds two bounds on log p(x); the model's own is the decoder's, the tighter IWAE bound."""
+        return "iw_nll" if self.objective == "piwae" and self.k * self.m > 1 else "loss"
+
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         if self.k * self.m == 1:
             return super().losses(batch, step)
