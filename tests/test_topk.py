@@ -100,3 +100,8 @@ def test_mistakes_are_one_line(overrides: list[str], key: str) -> None:
     with pytest.raises(UserError) as err:
         compose_checked("train", [*TINY, *TOPK, *overrides])
     assert err.value.key == key and "\n" not in err.value.line()
+
+
+def test_k_defaults_to_a_quarter_of_the_code(compose_cfg) -> None:
+    _, data, net = _build(compose_cfg)  # latent_dim=64, model.k left null
+    assert net.k == 16 and int((net.encode(data.train.head(8).x) != 0).sum(1).max()) <= 16

@@ -99,7 +99,7 @@ class SparseAE(AE):
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  beta: Annotated[float, Range(0, None)] = 1.0, penalty: Annotated[str, OneOf(PENALTIES)] = "l1",
                  rho: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.05,
-                 k: Annotated[int, Range(1, None)] = 32, auxk: Annotated[int, Range(0, None)] = 0,
+                 k: Annotated[int | None, Range(1, None)] = None, auxk: Annotated[int, Range(0, None)] = 0,
                  auxk_alpha: Annotated[float, Range(0, None)] = 1 / 32,
                  dead_after: Annotated[int, Range(1, None)] = 10000,
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli", input_noise: Annotated[float, Range(0, None)] = 0.0,
@@ -107,6 +107,7 @@ class SparseAE(AE):
         super().__init__(arch, input_shape, latent_dim, likelihood, input_noise, num_classes, weight_decay)
         if penalty not in PENALTIES:
             raise UserError("model.penalty", f"unknown value {penalty!r}", "one of: " + ", ".join(PENALTIES))
+        k = max(1, self.latent_dim // 4) if k is None else int(k)  # null: a quarter of the code
         if penalty == "topk" and not 1 <= k <= self.latent_dim:
             raise UserError("model.k", f"keeps the k largest of latent_dim={self.latent_dim} units: {k} is out of "
                             "range", "1 <= model.k <= latent_dim")
