@@ -78,7 +78,8 @@ def test_auxk_trains_the_top_auxk_dead_latents_and_nothing_else(compose_cfg) -> 
 
 
 def test_training_tracks_the_window_and_reports_dead_fractions(compose_cfg, tmp_path) -> None:
-    cfg, data, net = _build(compose_cfg, "model.k=4", "model.auxk=16", "model.dead_after=128")
+    cfg, data, net = _build(compose_cfg, "model.k=4", "model.auxk=16", "model.dead_after=128",
+                            "trainer.precision=fp32", "trainer.fast_paths=off")  # no timing of the alternatives
     trainer = Trainer(net, data, cfg.trainer, device=CPU, logger=NullLogger(), run_dir=tmp_path, seed=0)
     for batch in data.train.batches(64, shuffle=True, generator=trainer.data_rng):
         terms = trainer.train_step(batch)
