@@ -152,6 +152,19 @@ def test_aae_phases_own_their_parameters(compose_cfg) -> None:
     assert phases["discriminator"] == discriminator
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (["model=aae", "model.adv_weight=0.01"], {"reconstruction": 1e-3, "generator": 1e-5, "discriminator": 1e-3}),
+    (["model=factor_vae", "model.disc_lr_scale=0.5"], {"vae": 1e-3, "discriminator": 5e-4}),
+])
+def test_each_phase_steps_with_its_own_learning_rate(compose_cfg, tmp_path, overrides, expected) -> None:
+    """A phase's lr_scale reaches its optimiser (fused Adam included): the AAE's generator and FactorVAE's
+    discriminator are tuned by it."""
+    cfg, data, net = _build(compose_cfg, *overrides, "lr=1e-3")
+    trainer = Trainer(net, data, cfg.trainer, device=CPU, logger=NullLogger(), run_dir=tmp_path, seed=0)
+    lrs = {p.name: opt.param_groups[0]["lr"] for p, opt in zip(trainer.phases, trainer.optimizers)}
+    assert lrs == pytest.approx(expected)
+
+
 def test_priors_draw_where_they_should() -> None:
     uniform = LatentPrior("uniform", 3).sample(1000, None, CPU)
     assert uniform.shape == (1000, 3) and uniform.min() >= -1 and uniform.max() <= 1

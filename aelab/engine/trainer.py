@@ -70,8 +70,11 @@ class Trainer:
         eager = not options.compile
         if eager:
             skip_dynamo_import()  # 1.8 s of start-up an eager run does not need: see eager_optim
-        make_optimizer = fused_if_available(build(OmegaConf.create(options.optimizer), "trainer.optimizer"), device)
-        base_lr = make_optimizer.keywords.get("lr")
+        configured = build(OmegaConf.create(options.optimizer), "trainer.optimizer")
+        # the lr is read before fused_if_available wraps it: Hydra's deferred target is not a functools.partial, so
+        # the wrapper's keywords hold only `fused`, and read after, every phase's lr_scale was silently ignored
+        base_lr = configured.keywords.get("lr")
+        make_optimizer = fused_if_available(configured, device)
         self.optimizers = [
             make_optimizer(p.parameters) if p.lr_scale == 1.0 or base_lr is None
             else make_optimizer(p.parameters, lr=base_lr * p.lr_scale)
