@@ -4,9 +4,10 @@
     python scripts/topk_check.py                       # Fashion-MNIST, latent 512, 2 epochs each (~10 min on 2 cores)
     python scripts/topk_check.py --epochs 5 --out outputs/topk-check
 
-Trains three runs with `aelab train` (the same arch, data, code size, epochs and seed): `sparse_ae` with the L1
-penalty (beta 0.01, the sparse_ae_l1 preset's weight), TopK k=32 without AuxK, and TopK k=32 with AuxK (k_aux 256,
-alpha 1/32: experiment=topk_sae). Then `aelab eval` on each test split, and prints one table: the linear-probe
+Trains four runs with `aelab train` (the same arch, data, code size, epochs and seed): `sparse_ae` with the L1
+penalty (beta 0.01, the sparse_ae_l1 preset's weight), TopK k=32 without AuxK, TopK k=32 with AuxK (k_aux 256,
+alpha 1/32: experiment=topk_sae), and the same with model.standardize=false (the pre-activations ranked as the
+encoder gives them: most latents never fire). Then `aelab eval` on each test split, and prints one table: the linear-probe
 and 5-NN accuracy of the codes, the reconstruction (recon_bce, psnr), the fraction of code entries that are
 nonzero (active_fraction) and the dead-latent fractions (topk: units that fired on none of the 5,000 diagnostic
 test examples, and over the last model.dead_after training examples). The table also goes to <out>/table.json.
@@ -29,7 +30,9 @@ def arms(latent: int, k: int) -> dict[str, list[str]]:
     common = [f"latent_dim={latent}", "model=sparse_ae"]
     return {"l1": [*common, "model.penalty=l1", "beta=0.01"],
             "topk": [*common, "model.penalty=topk", f"model.k={k}", "model.auxk=0"],
-            "topk_auxk": ["experiment=topk_sae", f"latent_dim={latent}", f"model.k={k}"]}
+            "topk_auxk": ["experiment=topk_sae", f"latent_dim={latent}", f"model.k={k}"],
+            "topk_auxk_unstandardized": ["experiment=topk_sae", f"latent_dim={latent}", f"model.k={k}",
+                                         "model.standardize=false"]}
 
 
 def main() -> None:
