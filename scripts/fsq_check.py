@@ -3,6 +3,7 @@
 
     python scripts/fsq_check.py                 # three runs of `epochs` epochs each, then the table
     python scripts/fsq_check.py --epochs 10
+    python scripts/fsq_check.py --epochs 3 --runs vq_vae,fsq
 
 Runs (all arch=conv arch.channels=[32,64]: a 7x7 grid, Adam 1e-3, batches of 128, seed 0):
   vq_vae   latent_dim=3136 (64-vectors), codebook_size=1000, EMA, restarts: vq_vae_mnist with K = 1000
@@ -54,12 +55,14 @@ def measure(run: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"a comma-separated subset of {', '.join(RUNS)}")
     args = parser.parse_args()
     import aelab
 
     root = Path("outputs/fsq-check") / time.strftime("%Y-%m-%d_%H-%M-%S")
     results = {}
-    for name, overrides in RUNS.items():
+    for name in args.runs.split(","):
+        overrides = RUNS[name]
         start = time.time()
         run = aelab.train([*COMMON, *overrides, f"epochs={args.epochs}", f"hydra.run.dir={root / name}"]).run_dir
         results[name] = {**measure(Path(run)), "train_s": time.time() - start}

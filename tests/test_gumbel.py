@@ -105,6 +105,10 @@ def test_cat_vae_code_is_one_hot_per_variable_and_its_size_agrees(compose_cfg) -
     with pytest.raises(UserError) as error:  # 10 is not a multiple of 3
         _build(compose_cfg, "model=cat_vae", "latent_dim=10", "model.categories=3")
     assert error.value.key == "latent_dim" and "model.categories=3" in error.value.line()
+    _, net = _build(compose_cfg, "model=cat_vae", "latent_dim=7")  # both null: one 7-way variable
+    assert (net.categorical_dims, net.categories) == (1, 7)
+    _, net = _build(compose_cfg, "model=cat_vae", "latent_dim=12", "model.categorical_dims=2")
+    assert (net.categorical_dims, net.categories) == (2, 6)
     with pytest.raises(UserError) as error:
         _build(compose_cfg, "model=cat_vae", "latent_dim=12", "model.categories=3", "model.categorical_dims=5")
     line = error.value.line()

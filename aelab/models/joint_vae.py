@@ -107,11 +107,13 @@ class GumbelCode(Autoencoder):
 
 
 class CatVAE(GumbelCode):
-    """`categorical_dims` categorical variables of `categories` classes; the loss is the reconstruction of a
-    Gumbel-softmax draw plus the KL of each variable to the uniform prior (closed form), summed."""
+    """`categorical_dims` categorical variables of `categories` classes, latent_dim = categorical_dims x categories
+    (either may be null and is then derived from latent_dim; both null: one variable of latent_dim classes); the loss
+    is the reconstruction of a Gumbel-softmax draw plus the KL of each variable to the uniform prior (closed form),
+    summed."""
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
-                 categories: Annotated[int, Range(2, None)] = 2,
+                 categories: Annotated[int | None, Range(2, None)] = None,
                  categorical_dims: Annotated[int | None, Range(1, None)] = None,
                  temperature: Annotated[float, Range(0, None, low_open=True)] = 1.0,
                  min_temperature: Annotated[float, Range(0, None, low_open=True)] = 0.5,
@@ -119,10 +121,10 @@ class CatVAE(GumbelCode):
                  hard: bool = False,
                  likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "bernoulli",
                  input_noise: Annotated[float, Range(0, None)] = 0.0, num_classes: int | None = None) -> None:
-        variables = _categorical_dims(int(latent_dim), int(categories), categorical_dims)
-        super().__init__(arch, input_shape, latent_dim, 0, [int(categories)] * variables, temperature,
+        variables, categories = _variables(int(latent_dim), categories, categorical_dims)
+        super().__init__(arch, input_shape, latent_dim, 0, [categories] * variables, temperature,
                          min_temperature, anneal_rate, hard, likelihood, input_noise, num_classes)
-        self.categories, self.categorical_dims = int(categories), variables
+        self.categories, self.categorical_dims = categories, variables
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         recon, _, kl_c = self.code_kls(batch, step)
@@ -133,19 +135,26 @@ class CatVAE(GumbelCode):
         return p
 
 
-def _categorical_dims(latent_dim: int, categories: int, categorical_dims: int | None) -> int:
-    """The number of categorical variables: latent_dim / categories, or the one set, which must agree."""
-    if categorical_dims is None:
-        if latent_dim % categories:
-            raise UserError("latent_dim", f"cat_vae's code is model.categorical_dims one-hots of "
-                            f"model.categories={categories}: {latent_dim} is not a multiple of {categories}",
-                            f"latent_dim = categorical_dims x {categories}, e.g. {categories * max(1, latent_dim // categories)}")
-        return latent_dim // categories
-    if categorical_dims * categories != latent_dim:
+def _variables(latent_dim: int, categories: int | None, categorical_dims: int | None) -> tuple[int, int]:
+    """(categorical_dims, categories) from latent_dim: a null one is latent_dim / the other; both null, one variable of
+    latent_dim categories; both set, they must agree with latent_dim."""
+    if categories is None and categorical_dims is None:
+        categories, categorical_dims = latent_dim, 1
+    elif categories is None or categorical_dims is None:
+        given, key = (categories, "categories") if categories is not None else (categorical_dims, "categorical_dims")
+        if latent_dim % given:
+            raise UserError("latent_dim", f"cat_vae's code is model.categorical_dims one-hots of model.categories "
+                            f"classes: latent_dim={latent_dim} is not a multiple of model.{key}={given}",
+                            f"latent_dim = a multiple of {given}, e.g. {given * max(2, latent_dim // given)}")
+        categories, categorical_dims = (given, latent_dim // given) if key == "categories" else (latent_dim // given, given)
+    elif categorical_dims * categories != latent_dim:
         raise UserError("latent_dim", f"model.categorical_dims={categorical_dims} one-hots of model.categories="
                         f"{categories} are a code of {categorical_dims * categories} numbers, not {latent_dim}",
-                        f"latent_dim={categorical_dims * categories}, or model.categorical_dims=null to derive it")
-    return int(categorical_dims)
+                        f"latent_dim={categorical_dims * categories}, or one of the two null to derive it")
+    if categories < 2:
+        raise UserError("model.categories", f"a categorical variable needs at least 2 classes, latent_dim={latent_dim} "
+                        f"leaves {categories}", "latent_dim >= 2 (categorical_dims x categories)")
+    return int(categorical_dims), int(categories)
 
 
 class JointVAE(GumbelCode):
