@@ -33,7 +33,7 @@ def test_relaxed_draws_become_one_hot_as_the_temperature_falls() -> None:
     mean_max = {tau: float(gumbel_softmax(logits, tau).amax(-1).mean()) for tau in (5.0, 1.0, 0.5, 0.1, 0.01)}
     values = list(mean_max.values())
     assert all(a < b for a, b in zip(values, values[1:])), mean_max  # max prob rises as tau falls
-    assert mean_max[5.0] < 0.35 and mean_max[0.01] > 0.99, mean_max  # measured: 0.23 ... 0.9995
+    assert mean_max[5.0] < 0.35 and mean_max[0.01] > 0.99, mean_max  # measured: 0.168, 0.518, 0.727, 0.945, 0.9955
     draws = gumbel_softmax(logits, 0.5)
     assert torch.allclose(draws.sum(-1), torch.ones(4000)) and (draws >= 0).all()  # on the simplex at every tau
 
