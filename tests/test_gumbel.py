@@ -158,8 +158,10 @@ def test_joint_vae_capacities_rise_linearly_and_the_discrete_one_stops_at_log_k(
     data, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]", "model.gamma=10",
                        "model.continuous_capacity=8", "model.discrete_capacity=5", "model.capacity_steps=1000")
     assert net.capacities(0) == (0.0, 0.0)
-    c_z, c_c = net.capacities(250)
-    assert c_z == pytest.approx(2.0) and c_c == pytest.approx(0.25 * math.log(3))  # 5 nats capped at log 3
+    c_z, c_c = net.capacities(100)
+    assert c_z == pytest.approx(0.8) and c_c == pytest.approx(0.5)  # C_c = 5 x 0.1 < log 3: still rising
+    c_z, c_c = net.capacities(250)  # Dupont's order: ramp to 5 x 0.25 = 1.25, then cap at log 3
+    assert c_z == pytest.approx(2.0) and c_c == pytest.approx(math.log(3))
     assert net.capacities(5000) == (pytest.approx(8.0), pytest.approx(math.log(3)))
     batch = data.train.head(32)
     net.eval()
@@ -169,7 +171,18 @@ def test_joint_vae_capacities_rise_linearly_and_the_discrete_one_stops_at_log_k(
     kl_z = float(gaussian_kl(mu, logvar).mean(0).sum())
     kl_c = float(categorical_kl_uniform(logits[0]).mean())
     assert float(terms["kl_continuous"]) == pytest.approx(10 * abs(kl_z - 2.0), rel=1e-5)
-    assert float(terms["kl_discrete"]) == pytest.approx(10 * abs(kl_c - 0.25 * math.log(3)), rel=1e-5)
+    assert float(terms["kl_discrete"]) == pytest.approx(10 * abs(kl_c - math.log(3)), rel=1e-5)
     scalars = net.diagnostics(data.val.head(64)).scalars
     assert {"elbo_loss", "capacity_continuous", "capacity_discrete", "temperature", "category_perplexity"} <= set(scalars)
     assert net.monitor == "elbo_loss"
+
+
+def test_joint_vae_ramps_each_capacity_over_its_own_steps(compose_cfg) -> None:
+    _, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]",
+                    "model.continuous_capacity=40", "model.discrete_capacity=1", "model.capacity_steps=1000",
+                    "model.discrete_capacity_steps=100")
+    assert net.capacities(50) == (pytest.approx(2.0), pytest.approx(0.5))
+    assert net.capacities(500) == (pytest.approx(20.0), pytest.approx(1.0))  # C_c full, C_z halfway
+    _, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]",
+                    "model.continuous_capacity=40", "model.discrete_capacity=1", "model.capacity_steps=1000")
+    assert net.capacities(500) == (pytest.approx(20.0), pytest.approx(0.5))  # null: C_c shares C_z's steps

@@ -162,7 +162,8 @@ class JointVAE(GumbelCode):
     entry of `discrete` (its number of categories). The loss is the reconstruction plus gamma * |KL_z - C_z| and
     gamma * |KL_c - C_c|, KL_z summed over the continuous dimensions and KL_c over the categorical variables
     (batch means, as the paper's code), the capacities C rising linearly from 0 to continuous_capacity and
-    discrete_capacity over capacity_steps; C_c stops at sum(log K_i), the most a uniform-prior KL can be."""
+    discrete_capacity over capacity_steps and discrete_capacity_steps (null: capacity_steps); C_c is capped at
+    sum(log K_i), the most a uniform-prior KL can be (ramp first, then cap, as Dupont's code)."""
 
     directions = {"capacity_continuous": None, "capacity_discrete": None, "kl_continuous_nats": None,
                   "kl_discrete_nats": None}
@@ -173,6 +174,7 @@ class JointVAE(GumbelCode):
                  continuous_capacity: Annotated[float, Range(0, None)] = 5.0,
                  discrete_capacity: Annotated[float, Range(0, None)] = 5.0,
                  capacity_steps: Annotated[int, Range(0, None)] = 25000,
+                 discrete_capacity_steps: Annotated[int | None, Range(0, None)] = None,
                  temperature: Annotated[float, Range(0, None, low_open=True)] = 0.67,
                  min_temperature: Annotated[float, Range(0, None, low_open=True)] = 0.67,
                  anneal_rate: Annotated[float, Range(0, None)] = 0.0,
@@ -191,8 +193,12 @@ class JointVAE(GumbelCode):
         super().__init__(arch, input_shape, latent_dim, continuous, sizes, temperature, min_temperature,
                          anneal_rate, hard, likelihood, input_noise, num_classes)
         self.gamma, self.capacity_steps = float(gamma), int(capacity_steps)
+        # Dupont's code ramps each part over its own number of iterations; null: the same as the continuous one
+        self.discrete_capacity_steps = self.capacity_steps if discrete_capacity_steps is None else int(discrete_capacity_steps)
         self.continuous_capacity = float(continuous_capacity)
-        self.discrete_capacity = min(float(discrete_capacity), sum(math.log(k) for k in sizes))  # the KL's maximum
+        # As Dupont's code: C_c ramps towards discrete_capacity and is then capped at sum(log K_i), the most a
+        # uniform-prior KL can be, so a discrete_capacity above it reaches the cap before discrete_capacity_steps
+        self.discrete_capacity, self.discrete_capacity_cap = float(discrete_capacity), sum(math.log(k) for k in sizes)
 
     @property
     def monitor(self) -> str:
@@ -200,9 +206,10 @@ class JointVAE(GumbelCode):
         return "elbo_loss"
 
     def capacities(self, step: int) -> tuple[float, float]:
-        """(C_z, C_c) at a training step: linear from 0 to their maxima over capacity_steps."""
-        ramp = 1.0 if self.capacity_steps <= 0 else min(1.0, max(step, 0) / self.capacity_steps)
-        return ramp * self.continuous_capacity, ramp * self.discrete_capacity
+        """(C_z, C_c) at a training step: linear from 0 to their maxima over capacity_steps and
+        discrete_capacity_steps."""
+        return (_ramp(step, self.capacity_steps) * self.continuous_capacity,
+                min(_ramp(step, self.discrete_capacity_steps) * self.discrete_capacity, self.discrete_capacity_cap))
 
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         recon, kl_z, kl_c = self.code_kls(batch, step)
@@ -227,3 +234,7 @@ class JointVAE(GumbelCode):
                             "capacity_continuous": c_z, "capacity_discrete": c_c,
                             "elbo_loss": float(recon) + float(kl_z.sum()) + float(kl_c.sum())})
         return out
+
+
+def _ramp(step: int, steps: int) -> float:  # 0 -> 1 linearly over `steps` (0: 1 at once)
+    return 1.0 if steps <= 0 else min(1.0, max(step, 0) / steps)
