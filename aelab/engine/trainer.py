@@ -224,8 +224,6 @@ class Trainer:
             with autocast(self.device, self.amp_dtype):
                 # through DDP's forward, so the backward pass averages gradients over the ranks
                 terms = self.ddp(batch, self.step, loss_fn) if self.ddp is not None else loss_fn(batch, self.step)
-            if not terms:  # the phase's loss chose to sit this step out (e.g. a player gated off): no step
-                continue
             chosen = terms if phase.terms is None else {k: terms[k] for k in phase.terms}
             loss = sum(chosen.values())
             optimizer.zero_grad(set_to_none=True)
