@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 KEYS = ("probe_accuracy", "knn_accuracy", "recon_bce", "psnr", "active_fraction", "dead_fraction",

@@ -24,7 +24,7 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Autoencoder, Condition, Diagnostics, Phase, require_labels
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.priors import PRIORS, LatentPrior, check_grid_extra
+from aelab.models.priors import PRIORS, LatentPrior, check_prior_options
 from aelab.nets import Arch
 from aelab.nets.mlp import mlp
 from aelab.schema import Annotated, OneOf, Range
@@ -53,11 +53,7 @@ class AAE(Autoencoder):
 
     @classmethod
     def check_options(cls, options: dict, key: str) -> None:
-        latent_dim = options.get("latent_dim")
-        if options.get("prior") == "grid" and latent_dim != 2:
-            raise UserError(f"{key}.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
-                            f"latent_dim=2, or {key}.prior=gaussian|uniform|mixture")
-        check_grid_extra(str(options["prior"]), int(options["grid_size"]), int(options["grid_extra"]), key)
+        check_prior_options(options, key)
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], latent_dim: Annotated[int, Range(1, None)],
                  prior: Annotated[str, OneOf(PRIORS)] = "gaussian",

@@ -91,6 +91,16 @@ class LatentPrior:
         return torch.quantile(draws, p, dim=0)  # (P, dim)
 
 
+def check_prior_options(options: dict, key: str) -> None:
+    """A family's prior keys (prior, grid_size, grid_extra) against its latent_dim, in one line each: what the AAE and
+    the SWAE, which draw from these priors, both check before building."""
+    latent_dim = options.get("latent_dim")
+    if options.get("prior") == "grid" and latent_dim != 2:
+        raise UserError(f"{key}.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
+                        f"latent_dim=2, or {key}.prior=gaussian|uniform|mixture")
+    check_grid_extra(str(options["prior"]), int(options["grid_size"]), int(options["grid_extra"]), key)
+
+
 def check_grid_extra(prior: str, grid_size: int, grid_extra: int, key: str) -> None:
     """grid_extra needs the grid prior, and a row below the lattice holds at most grid_size patches."""
     if grid_extra and prior != "grid":

@@ -12,10 +12,9 @@ import torch
 from torch import Tensor
 
 from aelab.data.base import Batch
-from aelab.errors import UserError
 from aelab.models.base import Autoencoder, Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.priors import PRIORS, LatentPrior, check_grid_extra
+from aelab.models.priors import PRIORS, LatentPrior, check_prior_options
 from aelab.models.sliced import random_directions, sliced_wasserstein
 from aelab.models.wae import ENCODERS, WAE
 from aelab.nets import Arch
@@ -42,11 +41,7 @@ class SWAE(WAE):
 
     @classmethod
     def check_options(cls, options: dict, key: str) -> None:
-        latent_dim = options.get("latent_dim")
-        if options.get("prior") == "grid" and latent_dim != 2:
-            raise UserError(f"{key}.prior", f"grid is a 2-D lattice of uniform patches, latent_dim is {latent_dim}",
-                            f"latent_dim=2, or {key}.prior=gaussian|uniform|mixture")
-        check_grid_extra(str(options["prior"]), int(options["grid_size"]), int(options["grid_extra"]), key)
+        check_prior_options(options, key)
 
     def sliced_distance(self, z: Tensor, projections: int) -> Tensor:  # (B, D) -> (): SW_p^p to as many prior draws
         drawn = self.prior.sample(z.shape[0], None, z.device)
