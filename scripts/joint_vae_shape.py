@@ -20,6 +20,7 @@ Measured (32 px, threads=1 on 2 cores shared with other jobs, ~2 min per 1,000 s
   4,000 steps, gamma 150, C_z over 500, C_c over 3,000:               discrete 0.000, best continuous 0.030
   4,000 steps, gamma 37.5 (150 x 1024/4096 px), both over 4,000:    discrete 0.000, best continuous 0.045
   4,000 steps, gamma 37.5, C_z over 500, C_c over 3,000:              discrete 0.000, best continuous 0.031
+  3,000 steps, gamma 37.5, C_z over 500, C_c over 2,000, hard, tau 1: discrete 0.000, best continuous 0.094
 Every arm ended with one confident category for every image (KL_c = log 3 met with no information): the target
 is NOT reached at this scale. The loss maths match Dupont's code (batch-mean KLs summed over dims/variables, recon
 summed over pixels and averaged over the batch, the Gumbel-softmax of log alpha = the softmax of the logits).
