@@ -69,7 +69,7 @@ def test_a_supervised_aae_draws_each_class_from_its_own_patch(compose_cfg) -> No
 def test_the_preset_is_the_courses_supervised_ten_patch_grid(compose_cfg) -> None:
     cfg = compose_cfg(["experiment=aae_grid"])
     m = cfg.model
-    assert (m.prior, m.grid_size, m.grid_extra, m.supervised, m.adv_weight) == ("grid", 3, 1, True, 0.01)
+    assert (m.prior, m.grid_size, m.grid_extra, m.supervised, m.adv_weight) == ("grid", 3, 1, True, 1.0)
     assert cfg.trainer.optimizer.weight_decay == 1e-6 and (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-3, 128, 10)
     assert cfg.latent_dim == 2 and cfg.seed == 3  # the seed that matched the patches (see the preset)
 
