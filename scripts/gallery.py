@@ -91,6 +91,7 @@ EVAL = ("iw_samples=0", "probe.max_train=0", "noise=[]", "generation.samples=0",
 QUICK_TRAIN = ("epochs=1", "trainer.limit_batches=3", "batch_size=32", "trainer.fast_paths=on")
 QUICK_DATA = {  # by the preset's dataset: small data of the same kind, so every command (classes, factors) still works
     "mnist": ("data=mnist5k",),  # offline the full MNIST falls back to these 5,000 digits anyway
+    "mnist5k": (),
     "dsprites": ("data.subsample=256",),
     "fashion_mnist": (), "toy2d": (),
 }
