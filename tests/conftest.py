@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -67,3 +68,25 @@ def noise_images(folder: Path, n: int, seed: int = 0) -> Path:
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: tiny tensors gain nothing from a second one, which only spins against the
+    other workers, and sums keep one order. Use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build_tiny(compose_cfg: Callable[..., DictConfig], *overrides: str, seed: int = 0):
+    """TINY plus `overrides`, composed; its data built on the CPU, then its model after seeding torch with `seed`:
+    (cfg, data, model)."""
+    from aelab.data import build_data
+    from aelab.engine.build import build_model
+
+    cfg = compose_cfg([*TINY, *overrides])
+    data = build_data(cfg.data, torch.device("cpu"))
+    torch.manual_seed(seed)
+    return cfg, data, build_model(cfg, data.shape, data.num_classes)

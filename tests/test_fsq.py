@@ -9,33 +9,22 @@ import math
 import pytest
 import torch
 
-from aelab.data import build_data
-from aelab.engine.build import build_model
 from aelab.engine.trainer import Trainer
 from aelab.errors import UserError
 from aelab.models.fsq import Lattice
 from aelab.models.pixelcnn_prior import fit_pixelcnn
 from aelab.viz.logger import NullLogger
-from conftest import TINY
+from conftest import build_tiny
 
 CPU = torch.device("cpu")
 # a 4x4 grid on the 16x16 synthetic shapes (two stride-2 blocks), each cell one lattice vector of 3 x 3 levels
 GRID = ["model=fsq", "arch=conv", "arch.channels=[16,32]", "latent_dim=32", "model.levels=[3,3]"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _build(compose_cfg, *overrides: str):
-    cfg = compose_cfg([*TINY, *overrides])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(0)
-    return cfg, data, build_model(cfg, data.shape, data.num_classes)
+_build = build_tiny
 
 
 def test_each_channel_reaches_exactly_its_levels_and_codes_lie_in_the_unit_box() -> None:

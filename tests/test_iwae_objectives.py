@@ -9,30 +9,21 @@ import math
 import pytest
 import torch
 
-from aelab.data import build_data
-from aelab.engine.build import build_model
 from aelab.errors import UserError
 from aelab.schema import check_target
 from aelab.models.iwae import OBJECTIVES, ciwae_bound, iwae_bound, log_normal, miwae_bound
-from conftest import TINY
+from conftest import TINY, build_tiny
 
 CPU = torch.device("cpu")
 PROVIDED = ("arch", "input_shape", "num_classes")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic sums, and no contention with other tests
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(compose_cfg, *overrides: str, seed: int = 0):
-    cfg = compose_cfg([*TINY, *overrides])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(seed)
-    return data, build_model(cfg, data.shape, data.num_classes)
+    _, data, model = build_tiny(compose_cfg, *overrides, seed=seed)
+    return data, model
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

@@ -11,26 +11,19 @@ import pytest
 import scipy.special as sp
 import torch
 
-from aelab.data import build_data
-from aelab.engine.build import build_model
 from aelab.errors import UserError
 from aelab.metrics.likelihood import importance_sampled_nll
 from aelab.models.vmf import (kl_to_uniform, log_iv_series, log_ive, log_sphere_area, mean_resultant_length,
                               sample_vmf, vmf_log_density)
 from aelab.schema import check_target
-from conftest import TINY
+from conftest import TINY, build_tiny
 
 CPU = torch.device("cpu")
 N = 20_000  # draws per (d, kappa)
 CASES = [(2, 2.0), (3, 0.5), (3, 10.0), (5, 2.0), (10, 10.0), (64, 50.0)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: a second thread only adds contention
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _directions(n: int, d: int, seed: int) -> torch.Tensor:  # (n, d) random unit rows
@@ -120,10 +113,8 @@ def test_the_reparameterisation_gradient_in_kappa() -> None:
 
 
 def _build(compose_cfg, *overrides: str, seed: int = 0):
-    cfg = compose_cfg([*TINY, "model=svae", *overrides])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(seed)
-    return data, build_model(cfg, data.shape, data.num_classes)
+    _, data, model = build_tiny(compose_cfg, "model=svae", *overrides, seed=seed)
+    return data, model
 
 
 def test_svae_codes_moments_and_densities(compose_cfg) -> None:

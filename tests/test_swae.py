@@ -6,30 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aelab.data import build_data
 from aelab.engine.build import build_model
 from aelab.errors import UserError
 from aelab.models.sliced import gaussian_sliced_w2, random_directions, sliced_wasserstein
 from aelab.schema import check_target
-from conftest import TINY
+from conftest import TINY, build_tiny
 
 CPU = torch.device("cpu")
 PROVIDED = ("arch", "input_shape", "num_classes")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: a second thread only adds contention
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(compose_cfg, *overrides: str, seed: int = 0):
-    cfg = compose_cfg([*TINY, "model=swae", *overrides])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(seed)
-    return data, build_model(cfg, data.shape, data.num_classes)
+    _, data, model = build_tiny(compose_cfg, "model=swae", *overrides, seed=seed)
+    return data, model
 
 
 def _covariance(seed: int, dim: int) -> torch.Tensor:

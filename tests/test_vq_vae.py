@@ -16,26 +16,17 @@ from aelab.models.pixelcnn_prior import (LAST_FILE, PRIOR_FILE, PixelCNNPrior, b
                                          fit_pixelcnn)
 from aelab.models.vq_vae import usage_stats
 from aelab.viz.logger import NullLogger
-from conftest import TINY
+from conftest import TINY, build_tiny
 
 CPU = torch.device("cpu")
 # a 4x4 grid of 8-vectors on the 16x16 synthetic shapes: two stride-2 blocks
 GRID = ["model=vq_vae", "arch=conv", "arch.channels=[16,32]", "latent_dim=128", "model.codebook_size=32"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _build(compose_cfg, *overrides: str, seed: int = 0):
-    cfg = compose_cfg([*TINY, *overrides])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(seed)
-    return cfg, data, build_model(cfg, data.shape, data.num_classes)
+_build = build_tiny
 
 
 def _train(compose_cfg, tmp_path, *overrides: str, epochs: int = 8):
