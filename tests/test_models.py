@@ -23,6 +23,12 @@ NOT_MEANINGFUL = {("pca", "conv"): "pca is linear and builds no networks: the ar
 # burgess_conv's four stride-2 convs are sized for 64x64 images; on TINY's 16x16 they would end at one pixel
 ARCH_ON_TINY = {"burgess_conv": ["arch.channels=[32,64]"]}
 
+# vae_gan's decoder at its default gamma (0.003) mostly plays the game, and on TINY's 16x16 images the default
+# Dis_l (the deepest activation: 256x1x1 on conv) keeps little of the pixels, so 40 steps do not move its pixel
+# reconstruction (its monitor) far: with the feature term at full weight on the first activation they must.
+# scripts/vae_gan_check.py measures the defaults.
+ON_A_FIXED_BATCH = {"vae_gan": ["model.gamma=1", "model.feature_layer=0"]}
+
 
 def _setup(compose_cfg, model: str, arch: str, extra: list[str] | None = None):
     if (model, arch) in NOT_MEANINGFUL:
@@ -37,6 +43,19 @@ def _total(net: Autoencoder, batch) -> float:
     net.eval()
     with torch.no_grad():
         return sum(v.item() for v in net.losses(batch, 0).values())
+
+
+def _monitored(net: Autoencoder, batch) -> float:
+    """The number the family says marks a better model (its `monitor`): the sum of its terms, one of its terms,
+    or one of its diagnostics (a game's players' terms oppose each other, and their sum says nothing)."""
+    net.eval()
+    with torch.no_grad():
+        terms = net.losses(batch, 0)
+        if net.monitor == "loss":
+            return sum(v.item() for v in terms.values())
+        if net.monitor in terms:
+            return terms[net.monitor].item()
+        return net.diagnostics(batch).scalars[net.monitor]
 
 
 def _check_contract(cfg, data, net: Autoencoder) -> None:
@@ -81,7 +100,7 @@ def test_interface_contract(compose_cfg, model: str, arch: str) -> None:
 @pytest.mark.parametrize("arch", arch_names())
 @pytest.mark.parametrize("model", model_names())
 def test_loss_decreases_on_a_fixed_batch(compose_cfg, model: str, arch: str, tmp_path) -> None:
-    cfg, data, net = _setup(compose_cfg, model, arch, ["lr=3e-3"])
+    cfg, data, net = _setup(compose_cfg, model, arch, ["lr=3e-3", *ON_A_FIXED_BATCH.get(model, [])])
     trainer = Trainer(net, data, cfg.trainer, device=torch.device("cpu"), logger=NullLogger(), run_dir=tmp_path, seed=0)
     if not trainer.phases:  # closed form: the fit is the whole of training
         batch = data.train.head(64)
@@ -90,14 +109,12 @@ def test_loss_decreases_on_a_fixed_batch(compose_cfg, model: str, arch: str, tmp
         assert _total(net, batch) < 0.8 * before
         return
     batch = data.train.head(64)
-    net.eval()
-    before = sum(v.item() for v in net.losses(batch, 0).values())
+    before = _monitored(net, batch)
     net.train()
     for _ in range(40):
         trainer.train_step(batch)
-    net.eval()
-    after = sum(v.item() for v in net.losses(batch, 0).values())
-    assert math.isfinite(after) and after < 0.8 * before, (before, after)
+    after = _monitored(net, batch)
+    assert math.isfinite(after) and after < 0.8 * before, (net.monitor, before, after)
 
 
 @pytest.mark.parametrize("data_name, shape", [("digits", (1, 8, 8)), ("synthetic", (1, 16, 16)), ("mnist5k", (1, 28, 28))])
