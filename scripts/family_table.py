@@ -7,9 +7,9 @@
 
 Each family trains with `aelab train model=<family> data=fashion_mnist` (the same MLP 784-512-... nets,
 latent_dim 16, batch 128, Adam 1e-3, seed 0, `--epochs` epochs; the families that quantise a feature map take
-arch=conv) and is then measured by `aelab eval` on the test split: the importance-sampled NLL on its first
-1,000 images (k = 1,000), the linear probe of the codes, and the Fréchet distance of 10,000 prior draws in the
-small classifier's feature space (not Inception-FID; see docs/commands.md). The table prints the validation
+arch=conv, as does vae_gan, whose discriminator's features must keep space) and is then measured by `aelab eval`
+on the test split: the importance-sampled NLL on its first 1,000 images (k = 1,000), the linear probe of the codes,
+and the Fréchet distance of 10,000 prior draws in the small classifier's feature space (not Inception-FID; see docs/commands.md). The table prints the validation
 reconstruction term of the test split in nats per image (the family's own likelihood), those three, and the median seconds per
 training epoch. Run it on a quiet machine: s/epoch is a timing.
 """
@@ -29,6 +29,7 @@ FAMILY_OVERRIDES: dict[str, list[str]] = {
     "vq_vae": ["arch=conv", "arch.channels=[32,64]", "latent_dim=3136"],  # a 7x7 grid of 64-d codes (the preset's)
     "cat_vae": ["latent_dim=300", "model.categories=10"],  # 30 ten-way variables (cat_vae_mnist)
     "fsq": ["arch=conv", "arch.channels=[32,64]", "latent_dim=3136"],  # the same grid, lattice codes (fsq_mnist)
+    "vae_gan": ["arch=conv", "arch.channels=[32,64]"],  # Dis_l needs spatial features: on the MLP the game collapses
 }
 
 # rows that are an option of a family rather than a family: name -> the family and its overrides
