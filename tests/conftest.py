@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -74,6 +73,8 @@ def noise_images(folder: Path, n: int, seed: int = 0) -> Path:
 def one_thread() -> Iterator[None]:
     """Torch on one thread for the test: tiny tensors gain nothing from a second one, which only spins against the
     other workers, and sums keep one order. Use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch  # here, not at the top: OMP_NUM_THREADS must be set before anything imports torch (above)
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -83,6 +84,8 @@ def one_thread() -> Iterator[None]:
 def build_tiny(compose_cfg: Callable[..., DictConfig], *overrides: str, seed: int = 0):
     """TINY plus `overrides`, composed; its data built on the CPU, then its model after seeding torch with `seed`:
     (cfg, data, model)."""
+    import torch
+
     from aelab.data import build_data
     from aelab.engine.build import build_model
 
