@@ -14,9 +14,10 @@ not vanish while the discriminator wins); minimax is the literal form.
 
 The discriminator is the arch's encoder net with one output unit (the real/fake logit), so it works on every arch
 (mlp, conv, burgess_conv, one of yours). Dis_l is the output of one of its hidden activation layers, picked by
-`feature_layer` (Python indexing over the activations in the order the forward pass meets them; -1: the deepest,
-the layer before the verdict). The paper takes a conv layer that still has spatial structure (the 3rd of 4):
-on arch=conv the deepest activation is the last conv block's feature map, which is that kind of layer.
+`feature_layer` (Python indexing over the activation modules in the order the net registers them, which is the
+forward order of sequential nets such as aelab's; -1: the deepest, the layer before the verdict). The paper takes
+a conv layer that still has spatial structure (the 3rd of 4): on arch=conv the deepest activation is the last conv
+block's feature map, which is that kind of layer.
 
 The authors' equilibrium gating (resting a player that is far ahead) is not here: the engine steps every phase
 every step, so that ranks under DDP never disagree on which optimiser steps; the discriminator's learning rate
