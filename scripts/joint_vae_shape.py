@@ -30,6 +30,9 @@ Measured at 64 px (the preset; threads=1 per run, two runs at a time on 2 cores,
   paper settings, seed 0, stopped at 22,700 steps:                             discrete 0.000, every continuous 0.000
   gamma 10, C over 13,500, seed 0, 18,000 steps:    discrete 0.000, best continuous 0.112 (posY 0.31, posX 0.24,
                                                     scale 0.14, shape 0.10 of each factor's entropy)
+  gamma 30, C over 12,000, seed 0, 16,000 steps:    discrete 0.000 (one category), best continuous 0.047
+  gamma 10, C_z over 12,000, C_c over 4,000, 16,000 steps: discrete 0.040 (categories lean square / heart:
+                                                    [[2256, 1650, 1115], [1074, 1677, 2228]]), best continuous 0.285
 At gamma 150 the runs learnt nothing at all: each continuous mean is the same for every image (std 0.000) and
 sigma ~0.03-0.09, so KL_z meets C_z (26.7 and 39.9 nats) by constant offsets that carry no information; the
 decoder, fed a constant, draws the mean image and never starts to read the code. With gamma 10 the continuous code
