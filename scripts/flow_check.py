@@ -17,17 +17,6 @@ import json
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-
-
-def _compose(name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,9 +27,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/flow_check"))
     args = parser.parse_args()
 
-    import aelab.sweep.rundirs  # noqa: F401  (the resolvers the configs use)
     from aelab.commands import eval as eval_command
     from aelab.commands import train
+    from aelab.precheck import compose_checked  # the config as the CLI composes and checks it (one run each)
 
     variants = {"vae (flows=0)": ["model.flows=0", "model.context_dim=0"], "vae_iaf (flows=2)": []}
     rows = []
@@ -50,11 +39,11 @@ def main() -> None:
             overrides = ["experiment=vae_iaf_mnist", f"data={args.data}", f"epochs={args.epochs}", f"seed={seed}",
                          "logger=none", "device=cpu", *extra]
             start = time.time()
-            trained = train.run(_compose("train", overrides), run, overrides)
+            trained = train.run(compose_checked("train", overrides)[0], run, overrides)
             train_s = time.time() - start
-            scored = eval_command.run(_compose("eval", [f"run={run}", "device=cpu", f"iw_samples={args.iw_samples}",
-                                                        "probe.max_train=0", "noise=[]", "tensorboard=false",
-                                                        "num_images=0", "generation.samples=0"]))
+            scoring = [f"run={run}", "device=cpu", f"iw_samples={args.iw_samples}", "probe.max_train=0", "noise=[]",
+                       "tensorboard=false", "num_images=0", "generation.samples=0"]
+            scored = eval_command.run(compose_checked("eval", scoring)[0])
             rows.append({"model": label, "seed": seed, "val/loss": trained["val/loss"],
                          "test/neg_elbo": scored["test/neg_elbo"], "test/nll_iw": scored["test/nll_iw"],
                          "train_s": round(train_s, 1)})

@@ -19,17 +19,6 @@ import json
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-
-
-def _compose(name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="aelab.conf", version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,9 +30,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/vae_gan_check"))
     args = parser.parse_args()
 
-    import aelab.sweep.rundirs  # noqa: F401  (the resolvers the configs use)
     from aelab.commands import eval as eval_command
     from aelab.commands import train
+    from aelab.precheck import compose_checked  # the config as the CLI composes and checks it (one run each)
 
     arch = [f"arch={args.arch}", "~arch.channels"] if args.arch else []  # the preset's conv widths go with conv
     variants = {"vae": ["model=vae"], "vae_gan": []}
@@ -54,10 +43,11 @@ def main() -> None:
                      "logger=none", f"device={args.device}", *arch, *extra,
                      *([f"epochs={args.epochs}"] if args.epochs else [])]
         start = time.time()
-        train.run(_compose("train", overrides), run, overrides)
+        train.run(compose_checked("train", overrides)[0], run, overrides)
         train_s = time.time() - start
-        scored = eval_command.run(_compose("eval", [f"run={run}", f"device={args.device}", "probe.max_train=0",
-                                                    "noise=[]", "tensorboard=false", "num_images=0"]))
+        scoring = [f"run={run}", f"device={args.device}", "probe.max_train=0", "noise=[]", "tensorboard=false",
+                   "num_images=0"]
+        scored = eval_command.run(compose_checked("eval", scoring)[0])
         rows.append({"model": label, "seed": args.seed, "frechet": scored["test/frechet_distance"],
                      "precision": scored.get("test/precision"), "recall": scored.get("test/recall"),
                      "frechet_reference": scored.get("test/frechet_reference"), "train_s": round(train_s, 1)})
