@@ -33,6 +33,9 @@ Measured at 64 px (the preset; threads=1 per run, two runs at a time on 2 cores,
   gamma 30, C over 12,000, seed 0, 16,000 steps:    discrete 0.000 (one category), best continuous 0.047
   gamma 10, C_z over 12,000, C_c over 4,000, 16,000 steps: discrete 0.040 (categories lean square / heart:
                                                     [[2256, 1650, 1115], [1074, 1677, 2228]]), best continuous 0.285
+  the same, C_c capped at 0.7 nats (never one-hot):  discrete 0.058 (at 10,000 steps 0.063; one category nearly
+                                                    without hearts: [1110, 710, 108]), best continuous 0.258
+  the same as the 0.040 run, C_z capped at 15 nats:  discrete 0.008 (one category), best continuous 0.365
 At gamma 150 the runs learnt nothing at all: each continuous mean is the same for every image (std 0.000) and
 sigma ~0.03-0.09, so KL_z meets C_z (26.7 and 39.9 nats) by constant offsets that carry no information; the
 decoder, fed a constant, draws the mean image and never starts to read the code. With gamma 10 the continuous code
