@@ -8,7 +8,8 @@
 writes it into <run dir>-snapshots/epoch_NNN.pt with the wall seconds since launch (the run itself is untouched:
 what it computes is what a plain `aelab train` computes). `score` encodes freshly drawn grid points with each
 snapshot's model and prints, per epoch, the wall time and MIG (10,000 points, 20 bins: eval's protocol), plus the
-FactorVAE score and DCI disentanglement with --all; the table also goes to <run dir>-snapshots/curve.json.
+FactorVAE score and DCI disentanglement with --all and each factor's gap (MIG is their mean) with --factors; the
+table also goes to <run dir>-snapshots/curve.json.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def train(overrides: list[str]) -> Path:
     return run
 
 
-def score(run: Path, all_scores: bool, points: int) -> list[dict]:
+def score(run: Path, all_scores: bool, points: int, by_factor: bool = False) -> list[dict]:
+    import numpy as np
     import torch
 
     import aelab
-    from aelab.metrics.disentanglement import dci_score, factor_vae_score, mig_score
+    from aelab.metrics.disentanglement import (dci_score, encode_factors, factor_vae_score, mig_gaps,
+                                               sample_factors)
 
     loaded = aelab.load_run(run)
     model, source = loaded.model, loaded.data.factors
@@ -79,7 +82,12 @@ def score(run: Path, all_scores: bool, points: int) -> list[dict]:
         model.eval()
         row = {"epoch": snap["epoch"], "step": snap["step"], "wall_min": round(snap["wall_s"] / 60, 2)}
         with torch.no_grad():
-            row["mig"] = round(mig_score(encode, source, num_points=points, seed=0), 4)
+            # mig_score's points and seed, encoded once here so that each factor's gap can be shown as well
+            factors = sample_factors(source.sizes, points, np.random.default_rng(0))
+            gaps = mig_gaps(encode_factors(encode, source, factors), factors)
+            row["mig"] = round(float(np.mean(list(gaps.values()))), 4)
+            if by_factor:
+                row.update({f"gap_{source.names[j]}": round(g, 3) for j, g in gaps.items()})
             if all_scores:
                 row["factorvae_score"] = round(factor_vae_score(encode, source, seed=0)["eval_accuracy"], 4)
                 row["dci_disentanglement"] = round(dci_score(encode, source, seed=0)["disentanglement"], 4)
@@ -97,12 +105,13 @@ def main() -> None:
     s = sub.add_parser("score", help="MIG of every kept epoch of a run")
     s.add_argument("run", type=Path)
     s.add_argument("--all", action="store_true", help="also the FactorVAE score and DCI disentanglement")
+    s.add_argument("--factors", action="store_true", help="also each factor's gap (the MIG is their mean)")
     s.add_argument("--points", type=int, default=10_000, help="grid points MIG is computed on (eval's 10,000)")
     args = parser.parse_args()
     if args.command == "train":
         train(args.overrides)
     else:
-        score(args.run, args.all, args.points)
+        score(args.run, args.all, args.points, args.factors)
 
 
 if __name__ == "__main__":

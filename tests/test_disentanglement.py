@@ -77,6 +77,14 @@ def test_mig() -> None:
     # 20 bins hold the 3- and 6-valued factors whole; 40 and 32 values lose log(20)/log(K) of a bin each
     expected = np.mean([1, 1, np.log(20) / np.log(40), np.log(20) / np.log(32), np.log(20) / np.log(32)])
     assert exact == pytest.approx(expected, abs=0.02)
+    # its parts, per factor: a code that mixes two factors in both of two dimensions has no gap on either
+    gaps = dm.mig_gaps(f.astype(float), f)
+    assert list(gaps) == [0, 1, 2, 3, 4] and np.mean(list(gaps.values())) == pytest.approx(exact, abs=1e-12)
+    assert gaps[0] == pytest.approx(1.0, abs=0.01)
+    rotated = f.astype(float)
+    rotated[:, 3], rotated[:, 4] = f[:, 3] + f[:, 4], f[:, 3] - f[:, 4]  # posX and posY as a rotated plane
+    mixed = dm.mig_gaps(rotated, f)
+    assert mixed[3] < 0.05 and mixed[4] < 0.05 and mixed[1] == pytest.approx(gaps[1], abs=0.01)
     moved = torch.from_numpy(f.astype(float))
     assert dm.mig(shuffled(moved).numpy(), f) == pytest.approx(exact, abs=1e-9)
     assert dm.mig(np.random.default_rng(0).normal(size=(5000, 6)), f) < 0.02

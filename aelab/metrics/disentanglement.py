@@ -156,25 +156,30 @@ def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     return _entropy(joint.reshape(ka, kb).sum(1)) + _entropy(joint.reshape(ka, kb).sum(0)) - _entropy(joint)
 
 
-def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
-    """Mutual information gap: mean over factors of (top - second) MI with a code dimension, over H(factor).
-
-    Codes (N, D) are discretised into `num_bins` equal-width histogram bins per dimension; factors (N, F)
-    are indices. A factor with more values than bins cannot be fully captured by one binned dimension,
-    so even a perfect code scores log(bins)/log(values) on it (0.81 for dSprites' 40 orientations).
-    """
+def mig_gaps(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> dict[int, float]:
+    """MIG's parts: for each factor (by column index) the gap (top - second) of its MI with a code dimension, over
+    H(factor). Codes (N, D) are discretised into `num_bins` equal-width histogram bins per dimension; factors (N, F)
+    are indices. A constant factor carries no information to capture and has no entry. A factor with more values
+    than bins cannot be fully captured by one binned dimension, so even a perfect code scores log(bins)/log(values)
+    on it (0.81 for dSprites' 40 orientations)."""
     binned = _histogram_bins(np.asarray(codes, dtype=np.float64), num_bins)
     factors = np.asarray(factors, dtype=np.int64)
     if binned.shape[1] < 2:
         raise ValueError("MIG needs at least two code dimensions")
-    gaps = []
+    gaps = {}
     for j in range(factors.shape[1]):
         h = _entropy(np.bincount(factors[:, j]).astype(np.float64))
         if h == 0:
-            continue  # a constant factor carries no information to capture
+            continue
         mi = np.sort([_mutual_information(binned[:, d], factors[:, j]) for d in range(binned.shape[1])])
-        gaps.append((mi[-1] - mi[-2]) / h)
-    return float(np.mean(gaps))
+        gaps[j] = float((mi[-1] - mi[-2]) / h)
+    return gaps
+
+
+def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
+    """Mutual information gap: mean over factors of (top - second) MI with a code dimension, over H(factor)
+    (`mig_gaps` gives each factor's)."""
+    return float(np.mean(list(mig_gaps(codes, factors, num_bins).values())))
 
 
 # ---- SAP ------------------------------------------------------------------------------------------
