@@ -111,3 +111,13 @@ def test_the_readme_is_a_front_page() -> None:
     assert len(text.splitlines()) <= 250
     for page in sorted((REPO / "docs").glob("*.md")):
         assert f"docs/{page.name}" in text, f"the README links every reference page: docs/{page.name}"
+
+
+def test_the_commands_reference_lists_every_preset() -> None:
+    """docs/commands.md's `experiment` row names every preset of conf/experiment/ (a new one is caught here)."""
+    row = next(line for line in (REPO / "docs" / "commands.md").read_text().splitlines()
+               if line.startswith("| `experiment` |"))
+    listed = set(re.findall(r"`(\w+)`", row)) - {"experiment"}
+    presets = {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")}
+    assert presets - listed == set(), "add them to docs/commands.md's experiment row"
+    assert listed - presets == set(), "no such preset in conf/experiment/"
