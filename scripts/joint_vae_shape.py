@@ -75,7 +75,8 @@ def score(run: Path) -> dict[str, object]:
     shape = factors[:, names.index("shape")]
     c = model.continuous
     discrete = codes[:, c : c + model.sizes[0]].argmax(1)
-    continuous = [_mutual_information(_histogram_bins(codes[:, d : d + 1], BINS)[:, 0], shape) for d in range(c)]
+    binned = _histogram_bins(codes[:, :c], BINS)  # each continuous dim in 20 equal-width bins (per dim, as MIG)
+    continuous = [_mutual_information(binned[:, d], shape) for d in range(c)]
     table = np.zeros((model.sizes[0], sizes[names.index("shape")]), dtype=int)  # category x shape counts
     np.add.at(table, (discrete, shape), 1)
     out = {"run": str(run), "points": POINTS, "entropy_shape": float(np.log(3)),
@@ -88,8 +89,7 @@ def score(run: Path) -> dict[str, object]:
     for f, name in enumerate(names):
         values = factors[:, f]
         entropy = float(np.log(sizes[f]))
-        best = max((_mutual_information(_histogram_bins(codes[:, d : d + 1], BINS)[:, 0], values) for d in range(c)),
-                   default=0.0)
+        best = max((_mutual_information(binned[:, d], values) for d in range(c)), default=0.0)
         out["continuous_by_factor"][name] = round(best / entropy, 3)
     out["discrete_wins"] = (out["mi_shape_discrete"] >= max(continuous, default=0.0)
                             and out["mi_shape_discrete"] >= MIN_MI)
