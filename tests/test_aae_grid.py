@@ -108,40 +108,49 @@ def test_too_few_patches_for_the_classes_names_grid_extra(compose_cfg) -> None:
     assert error.value.key == "model.supervised" and "\n" not in error.value.line()
 
 
-def _layers(fig) -> list:
-    return list(fig.axes[0].collections)
-
-
 def test_the_manifold_draws_the_prior_in_grey_behind_the_codes(compose_cfg) -> None:
-    import matplotlib.colors
-
     model, data = _model(compose_cfg, "latent_dim=2", "model.prior=grid", "model.grid_extra=1", "model.supervised=true")
     report = Report()
     views.split_pictures(report, model, data.val, PictureOptions(num_images=4, manifold_points=120, grid_size=3,
                                                                  num_samples=4), data.class_names)
-    prior, codes = _layers(report.figures["latent_manifold"])  # the prior first, and below the codes: behind them
-    grey = matplotlib.colors.to_rgba(views.PRIOR_GREY)
-    assert all(tuple(c[:3]) == grey[:3] for c in prior.get_facecolors()) and prior.get_zorder() < codes.get_zorder()
-    drawn = torch.as_tensor(prior.get_offsets().data, dtype=torch.float32)
-    owner = torch.cdist(drawn, model.prior.grid_centres(CPU)).argmin(1)
-    assert len(drawn) == 120 and sorted(set(owner.tolist())) == list(range(data.num_classes))  # every class's patch
-    views.release(report.figures.values())
+    image = report.images["latent_manifold"]
+    assert image.shape == (3, 500, 550) and "latent_manifold" not in report.figures  # a picture, not a figure
+    codes, labels = views.latent_codes(model, data.val, 120)
+    plot = views.manifold_plot(codes, labels, data.class_names, views.prior_codes(model, 120))
+    prior, drawn_codes = plot.layers  # the prior first, so the codes are drawn over it
+    assert prior.name == "prior" and prior.colors == views.PRIOR_GREY and drawn_codes.name == "codes"
+    owner = torch.cdist(prior.points, model.prior.grid_centres(CPU)).argmin(1)
+    assert len(prior.points) == 120 and sorted(set(owner.tolist())) == list(range(data.num_classes))  # every patch
+    assert plot.legend[0] == ("prior samples", views.PRIOR_GREY)
+
+
+def test_a_point_drawn_later_covers_one_drawn_before() -> None:
+    from aelab.viz.scatter import Layer, Plot, draw
+
+    under = Layer("prior", torch.tensor([[0.0, 0.0], [1.0, 1.0]]), views.PRIOR_GREY, alpha=1.0, radius=4)
+    over = Layer("codes", torch.tensor([[0.0, 0.0]]), (255, 0, 0), alpha=1.0, radius=4)
+    pixels = (draw(Plot([under, over], "t", "x", "y")) * 255).round().long()  # (3, H, W)
+    red = (pixels[0] == 255) & (pixels[1] == 0) & (pixels[2] == 0)
+    grey = (pixels == torch.tensor(views.PRIOR_GREY)[:, None, None]).all(0)
+    assert red.sum() > 20 and grey.sum() > 20  # the shared point is red (on top), the other grey
+    ry, rx = red.nonzero().float().mean(0)
+    gy, gx = grey.nonzero().float().mean(0)
+    assert rx < gx and ry > gy  # (0, 0) left of and below (1, 1): data y grows upwards on the picture
 
 
 def test_the_manifold_has_no_prior_layer_without_a_prior_and_projects_it_beyond_2d(compose_cfg) -> None:
     ae, data = _model(compose_cfg, "model=ae", "latent_dim=2")
     codes, labels = views.latent_codes(ae, data.val, limit=50)
-    figure = views.manifold_figure(codes, labels, data.class_names, views.prior_codes(ae, 50))
-    assert views.prior_codes(ae, 50) is None and len(_layers(figure)) == 1
+    plot = views.manifold_plot(codes, labels, data.class_names, views.prior_codes(ae, 50))
+    assert views.prior_codes(ae, 50) is None and [layer.name for layer in plot.layers] == ["codes"]
     aae, _ = _model(compose_cfg, "latent_dim=8", "model.prior=uniform")
     codes, labels = views.latent_codes(aae, data.val, limit=50)
     prior = views.prior_codes(aae, 300)
     assert prior is not None and prior.shape == (300, 8)
-    figure = views.manifold_figure(codes, labels, data.class_names, prior)
-    layers = _layers(figure)
-    assert len(layers) == 2 and layers[0].get_offsets().shape == (300, 2)  # on the codes' PCA plane
-    assert figure.axes[0].get_title().startswith("latent manifold (PCA of z")
-    views.release([figure])
+    plot = views.manifold_plot(codes, labels, data.class_names, prior)
+    assert [layer.name for layer in plot.layers] == ["prior", "codes"]
+    assert plot.layers[0].points.shape == (300, 2)  # on the codes' PCA plane
+    assert plot.title.startswith("latent manifold (PCA of z")
 
 
 def test_the_decoded_grid_spans_the_priors_support_on_each_axis(compose_cfg) -> None:

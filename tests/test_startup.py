@@ -45,7 +45,9 @@ def test_eager_step_takes_the_same_steps_as_torchs_own(monkeypatch) -> None:
     assert not eager_step(sgd)  # a differentiable optimizer keeps torch's step (its grad mode differs)
 
 
-def test_a_training_run_imports_neither_dynamo_nor_torchvision(tmp_path) -> None:
+def test_a_training_run_imports_neither_dynamo_nor_torchvision_nor_matplotlib(tmp_path) -> None:
+    """Each costs start-up or epoch time a run on image data does not need: torch._dynamo 1.8 s, torchvision 2 s,
+    matplotlib 0.3 s and 0.15 s a picture (the latent manifold is drawn with Pillow: aelab/viz/scatter.py)."""
     code = ("import sys, runpy; sys.argv = ['aelab', 'train', 'data=synthetic', 'epochs=2', 'logger=tensorboard', "
             "'trainer.checkpoint_every=1', 'device=cpu']; "
             "exec('try:\\n runpy.run_module(\"aelab\", run_name=\"__main__\")\\nexcept SystemExit: pass'); "
@@ -53,7 +55,7 @@ def test_a_training_run_imports_neither_dynamo_nor_torchvision(tmp_path) -> None
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "AELAB_DATA_DIR": str(tmp_path / "cache")})
     loaded = out.stdout.strip().splitlines()[-1]
-    assert "torch._dynamo" not in loaded and "torchvision" not in loaded, loaded  # matplotlib draws the figures
+    assert loaded == "[]", loaded
 
 
 def _gz_idx(path, array: np.ndarray) -> None:

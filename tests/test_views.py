@@ -26,7 +26,16 @@ def test_grids_and_manifold(compose_cfg) -> None:
     assert views.latent_grid(model, None, n=5).shape[0] == 3
     codes, labels = views.latent_codes(model, data.val, limit=50)
     assert codes.shape == (50, 2) and labels.shape == (50,)
-    assert views.manifold_figure(codes, labels, data.class_names).axes[0].get_title().startswith("latent manifold (z")
+    assert views.manifold_plot(codes, labels, data.class_names).title.startswith("latent manifold (z")
+    assert views.manifold_image(codes, labels, data.class_names).shape == (3, 500, 550)
+
+
+def test_ticks_are_round_numbers_inside_the_range() -> None:
+    from aelab.viz.scatter import nice_ticks
+
+    assert nice_ticks(-11.3, 11.1) == [-10.0, -5.0, 0.0, 5.0, 10.0]
+    assert nice_ticks(0.013, 0.061) == pytest.approx([0.02, 0.03, 0.04, 0.05, 0.06])
+    assert nice_ticks(-1.05, 1.05) == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0])
 
 
 def test_high_dimensional_codes_are_projected_with_pca() -> None:

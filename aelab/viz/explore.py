@@ -7,14 +7,13 @@ are never touched.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from aelab.data.base import DataModule, Split
 from aelab.models.base import Autoencoder
 from aelab.viz import views
+from aelab.viz.scatter import draw
 
 
 def tsne_points(codes: Tensor, seed: int = 0) -> Tensor:  # (N, D) -> (N, 2)
@@ -25,19 +24,14 @@ def tsne_points(codes: Tensor, seed: int = 0) -> Tensor:  # (N, D) -> (N, 2)
     return torch.from_numpy(points).float()
 
 
-def manifold_figures(codes: Tensor, labels: Tensor | None, class_names: list[str] | None,
-                     tsne: int, seed: int = 0) -> dict[str, Any]:
-    """The manifold scatter: the codes for D <= 2, else their PCA and (first `tsne` points) t-SNE projections."""
-    figures = {"latent_manifold": views.manifold_figure(codes, labels, class_names)}
-    if codes.shape[1] > 2 and tsne > 0 and len(codes) > 5:
-        few = slice(0, tsne)
-        fig = views.manifold_figure(tsne_points(codes[few], seed), None if labels is None else labels[few], class_names)
-        ax = fig.axes[0]
-        ax.set_title(f"latent manifold (t-SNE, {codes.shape[1]}-D codes, {len(codes[few])} points)")
-        ax.set_xlabel("t-SNE[0]")
-        ax.set_ylabel("t-SNE[1]")
-        figures["latent_manifold_tsne"] = fig
-    return figures
+def tsne_manifold_image(codes: Tensor, labels: Tensor | None, class_names: list[str] | None, tsne: int,
+                        seed: int = 0) -> Tensor:
+    """The manifold of the first `tsne` codes as their t-SNE projection (the report's own is their PCA)."""
+    few = slice(0, tsne)
+    plot = views.manifold_plot(tsne_points(codes[few], seed), None if labels is None else labels[few], class_names)
+    plot.title = f"latent manifold (t-SNE, {codes.shape[1]}-D codes, {len(codes[few])} points)"
+    plot.xlabel, plot.ylabel = "t-SNE[0]", "t-SNE[1]"
+    return draw(plot)
 
 
 @torch.no_grad()
@@ -50,9 +44,8 @@ def eval_views(report, model: Autoencoder, data: DataModule, split: Split, split
     if codes is None:
         codes, _ = views.latent_codes(model, split, len(head))
     labels = None if head.y is None else head.y[: len(codes)].cpu()
-    for name, fig in manifold_figures(codes, labels, data.class_names, tsne, seed).items():
-        if name != "latent_manifold":  # the report has that one
-            report.figures[name] = fig
+    if codes.shape[1] > 2 and tsne > 0 and len(codes) > 5:  # beyond 2-D: t-SNE beside the report's PCA
+        report.images["latent_manifold_tsne"] = tsne_manifold_image(codes, labels, data.class_names, tsne, seed)
     if model.has_posterior:  # the posterior's mean and log-variance: collapsed units pile up at mu = 0, logvar = 0
         mu, logvar = model.posterior(head.x, head.y)
         report.histograms["posterior_mu"], report.histograms["posterior_logvar"] = mu.float().cpu(), logvar.float().cpu()

@@ -14,6 +14,7 @@ from torch import Tensor
 from aelab.data.base import Split
 from aelab.models.base import Autoencoder, Picture
 from aelab.viz.images import grid
+from aelab.viz.scatter import BLUE, TAB10, Layer, Plot, class_colors, draw
 
 
 @torch.no_grad()
@@ -46,42 +47,33 @@ def project_2d(codes: Tensor) -> tuple[Tensor, str]:
     return _to_plane(codes, plane), plane[2]
 
 
-PRIOR_GREY = "0.65"  # prior samples behind the codes: visible, yet never mistaken for a class colour
+PRIOR_GREY = (166, 166, 166)  # prior samples behind the codes: visible, yet never mistaken for a class colour
 
 
-def manifold_figure(codes: Tensor, labels: Tensor | None, class_names: list[str] | None = None,
-                    prior: Tensor | None = None):
-    """Scatter of the codes coloured by label (matplotlib Figure), over samples of the prior (M, D) in grey when
-    given, projected on the codes' plane, so the picture shows how well the codes fill the prior."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def manifold_plot(codes: Tensor, labels: Tensor | None, class_names: list[str] | None = None,
+                  prior: Tensor | None = None) -> Plot:
+    """The codes coloured by label over samples of the prior (M, D) in grey when given, both projected on the
+    codes' plane, so the picture shows how well the codes fill the prior (what `manifold_image` draws)."""
     plane = _plane(codes, "z")
     points, how = _to_plane(codes, plane), plane[2]
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
-    handles = []
+    layers, legend = [], []
     if prior is not None:
-        drawn = _to_plane(prior, plane)
-        ax.scatter(drawn[:, 0], drawn[:, 1], s=3, alpha=0.45, color=PRIOR_GREY, zorder=0, linewidths=0)
-        handles.append(plt.Line2D([], [], marker="o", ls="", color=PRIOR_GREY, label="prior samples"))
+        layers.append(Layer("prior", _to_plane(prior, plane), PRIOR_GREY, alpha=0.45))
+        legend.append(("prior samples", PRIOR_GREY))
     if labels is None:
-        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
+        layers.append(Layer("codes", points, BLUE, alpha=0.6))
     else:
-        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7,
-                        vmin=-0.5, vmax=max(9.5, float(labels.max()) + 0.5))
-        classes = sorted(set(labels.tolist()))
-        handles += [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(c)),
-                               label=class_names[c] if class_names else str(c)) for c in classes]
-    if handles:  # a fixed corner: "best" searches every point's overlap (20 ms of a 190 ms figure)
-        ax.legend(handles=handles, fontsize=7, markerscale=1.2, loc="upper right", framealpha=0.7)
-    ax.set_title(f"latent manifold ({how}, {codes.shape[1]}-D codes)")
-    ax.set_xlabel(f"{how}[0]")
-    ax.set_ylabel(f"{how}[1]")
-    # fixed margins that fit the labels: tight_layout measured every tick label (60 ms, drawn once per epoch)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.93)
-    return fig
+        layers.append(Layer("codes", points, class_colors(labels), alpha=0.7))
+        legend += [(class_names[c] if class_names and c < len(class_names) else str(c), TAB10[c % len(TAB10)])
+                   for c in sorted(set(labels.tolist()))]
+    return Plot(layers, f"latent manifold ({how}, {codes.shape[1]}-D codes)", f"{how}[0]", f"{how}[1]", legend)
+
+
+def manifold_image(codes: Tensor, labels: Tensor | None, class_names: list[str] | None = None,
+                   prior: Tensor | None = None) -> Tensor:
+    """The latent manifold as a (3, H, W) picture (aelab/viz/scatter.py: drawn with Pillow, not matplotlib,
+    because every epoch draws one)."""
+    return draw(manifold_plot(codes, labels, class_names, prior))
 
 
 def is_image(shape: tuple[int, ...]) -> bool:
@@ -274,7 +266,7 @@ def split_pictures(report, model: Autoencoder, split: Split, options, class_name
             report.figures["decoded_curve"] = decoded_curve_figure(model, many.x, many.y)
         if model.has_prior:
             report.figures["prior_samples"] = samples_figure(model.sample(1000), many.x)
-    report.figures["latent_manifold"] = manifold_figure(codes, labels, class_names, prior_codes(model, len(codes)))
+    report.images["latent_manifold"] = manifold_image(codes, labels, class_names, prior_codes(model, len(codes)))
     report.histograms["codes"] = codes
     if options.traversal and model.images:  # data with known factors: which dimension moves which factor
         first = split.head(1)
