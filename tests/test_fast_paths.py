@@ -238,6 +238,59 @@ def test_choices_are_cached_per_machine_and_retune_measures_again(fast_paths, tm
         "bernoulli_nll|k"]["fast"] is False
 
 
+def test_a_busy_machines_timing_decides_its_own_run_only(fast_paths, tmp_path, monkeypatch) -> None:
+    """A timing whose rounds disagree (another job on the cores) is used by the run that made it, and recorded in
+    its checkpoint, but not cached for the machine: the next run times again instead of inheriting it."""
+    from aelab.nets import fastpath
+
+    calls = []
+
+    def busy(fast, plain, sync=None):
+        calls.append(1)
+        return fastpath.PairTiming(1e-3, 2e-3, steady=False)
+
+    monkeypatch.setattr(fastpath, "time_pair", busy)
+    assert fast_paths.use_fast("bernoulli_nll", "k", None, None) is True
+    choice = fast_paths.choices()[0]
+    assert not choice.steady and "not cached" in choice.describe()
+    assert fast_paths.record()["bernoulli_nll|k"]["fast"] is True  # the run still carries it
+    assert not (tmp_path / "fastpaths.json").exists()
+    fresh = fastpath.FastPaths()
+    assert fresh.use_fast("bernoulli_nll", "k", None, None) is True and len(calls) == 2  # timed again
+
+
+def test_entries_cached_without_steadiness_are_timed_again(fast_paths, tmp_path, monkeypatch) -> None:
+    from aelab.nets import fastpath
+
+    (tmp_path / "fastpaths.json").write_text(json.dumps(  # a cache from before steadiness was asked
+        {fastpath.machine_fingerprint(): {"bernoulli_nll|k": {"fast": False, "fast_us": 8e4, "plain_us": 6.8e4}}}))
+    monkeypatch.setattr(fastpath, "time_pair", lambda fast, plain, sync=None: fastpath.PairTiming(1e-4, 1e-3, True))
+    assert fast_paths.use_fast("bernoulli_nll", "k", None, None) is True
+    assert fast_paths.choices()[0].source == "measured"
+    stored = json.loads((tmp_path / "fastpaths.json").read_text())[fastpath.machine_fingerprint()]["bernoulli_nll|k"]
+    assert stored["fast"] is True and stored["steady"] is True
+
+
+def test_steadiness_is_two_rounds_that_agree(monkeypatch) -> None:
+    import time
+
+    from aelab.nets import fastpath
+
+    monkeypatch.setattr(fastpath, "STEADY", 1.25)  # the module's value (conftest lifts it for the other tests)
+
+    def constant() -> None:
+        time.sleep(0.005)
+
+    durations = iter(range(1, 100))
+
+    def growing() -> None:  # 1, 2, 3, ... ms: no two rounds agree, as on a machine getting busier
+        time.sleep(next(durations) * 0.002)
+
+    timing = fastpath.time_pair(constant, constant, rounds=3, budget_seconds=1.0)
+    assert timing.steady and 0.005 <= timing.fast_s < 0.02
+    assert not fastpath.time_pair(constant, growing, rounds=3, budget_seconds=1.0).steady
+
+
 def test_on_and_off_force_every_path_without_timing(fast_paths) -> None:
     def never() -> None:
         raise AssertionError("a forced choice is not timed")

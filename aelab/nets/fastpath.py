@@ -7,7 +7,10 @@ shape of the MLP VAE. So each computation with two ways (the paths below) is tim
 a shape is met, on that shape with both ways (milliseconds), and the faster kept. A tie goes to the
 plain way (torch's own op). Choices are logged (they land in the run's train.log) and cached per
 machine in $AELAB_DATA_DIR/fastpaths.json (default ~/.cache/aelab), keyed by the CPU or GPU model, the
-torch version and the thread count, so later runs skip the timing.
+torch version and the thread count, so later runs skip the timing. Only a steady timing is cached: on a busy
+machine (other jobs on the same cores) a 0.3 ms loss took 80 ms in one round and 68 in the next, and the slower
+way, cached, would have stayed every later run's; an unsteady timing decides for its own run only (recorded in its
+checkpoints as always), and the next run on the machine times again.
 
 trainer.fast_paths: auto (the above) | on (every fast path, untimed) | off (torch's plain ops) | retune
 (time again and overwrite the cached choices); trainer.fast_path.<path>=... forces one path.
@@ -59,13 +62,16 @@ class Choice:
     def name(self) -> str:
         return f"{self.path}|{self.key}"
 
+    steady: bool = True  # its timing repeated within STEADY: the machine was not busy (only such are cached)
+
     def entry(self) -> dict:
         """What a checkpoint's record and the machine's cache store of a choice."""
-        return {"fast": self.fast, "fast_us": self.fast_us, "plain_us": self.plain_us}
+        return {"fast": self.fast, "fast_us": self.fast_us, "plain_us": self.plain_us, "steady": self.steady}
 
     @classmethod
     def from_entry(cls, path: str, key: str, entry: Mapping, source: str) -> Choice:
-        return cls(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), source)
+        return cls(path, key, bool(entry["fast"]), entry.get("fast_us"), entry.get("plain_us"), source,
+                   bool(entry.get("steady", True)))
 
     def describe(self) -> str:
         way = PATHS[self.path][0 if self.fast else 1]
@@ -153,14 +159,17 @@ class FastPaths:
             choice = Choice.from_entry(path, key, self._adopted[f"{path}|{key}"], "the run's")
         else:
             entry = None if mode == "retune" else self._machine_cache().get(f"{path}|{key}")
-            if entry is not None:
+            if entry is not None and entry.get("steady"):  # entries from before steadiness was asked: timed again
                 choice = Choice.from_entry(path, key, entry, "cached")
             elif not self.timing:
                 choice = Choice(path, key, False, source="untimed in a distributed run")
             else:
-                fast_s, plain_s = time_pair(time_fast, time_plain, sync)
-                choice = Choice(path, key, fast_s < plain_s * (1 - TIE), fast_s * 1e6, plain_s * 1e6)
-                self._remember(choice)
+                timing = time_pair(time_fast, time_plain, sync)
+                choice = Choice(path, key, timing.fast_s < timing.plain_s * (1 - TIE), timing.fast_s * 1e6,
+                                timing.plain_s * 1e6, "measured" if timing.steady else "measured, busy: not cached",
+                                timing.steady)
+                if timing.steady:
+                    self._remember(choice)
         self.made[(path, key)] = choice
         log.info(choice.describe())
         return choice.fast
@@ -186,12 +195,23 @@ def _modes(mode: str, per_path: Mapping[str, str | None] | None) -> dict[str, st
     return {**dict.fromkeys(PATHS, mode), **{p: m for p, m in (per_path or {}).items() if m is not None}}
 
 
+@dataclass(frozen=True)
+class PairTiming:
+    fast_s: float  # seconds per call, the best round of each
+    plain_s: float
+    steady: bool  # each way's two best rounds within STEADY of each other
+
+
+STEADY = 1.25  # a timing whose two best rounds differ by more was disturbed (another job on the cores)
+
+
 def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
-              rounds: int = 7, min_seconds: float = 1e-3, budget_seconds: float = 0.4) -> tuple[float, float]:
+              rounds: int = 7, min_seconds: float = 1e-3, budget_seconds: float = 0.4) -> PairTiming:
     """Seconds per call of each, the best of `rounds` interleaved measurements (interleaving shares any drift
     of the machine's speed between the two; the minimum is the least disturbed); each measurement repeats the
     call until it lasts min_seconds, so timer resolution does not decide small shapes. Calls slow enough to
-    overrun budget_seconds get fewer rounds (at least 2): start-up must stay short."""
+    overrun budget_seconds get fewer rounds (at least 2): start-up must stay short. Steady when each way's
+    second-best round is within STEADY of its best: a quiet machine repeats itself, a busy one does not."""
     sync = sync or (lambda: None)
 
     def once(fn: Callable[[], object], reps: int) -> float:
@@ -202,18 +222,19 @@ def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Cal
         sync()
         return (time.perf_counter() - t0) / reps
 
-    first = {}
+    samples: dict[Callable[[], object], list[float]] = {}
     for fn in (fast, plain):
         fn()  # warm-up: allocations, kernel selection
-        first[fn] = once(fn, 1)
-    reps = {fn: max(1, int(min_seconds / max(t, 1e-7))) for fn, t in first.items()}
-    per_round = sum(reps[fn] * first[fn] for fn in first)
+        samples[fn] = [once(fn, 1)]
+    reps = {fn: max(1, int(min_seconds / max(t[0], 1e-7))) for fn, t in samples.items()}
+    per_round = sum(reps[fn] * samples[fn][0] for fn in samples)
     rounds = max(2, min(rounds, int(budget_seconds / max(per_round, 1e-9))))
-    best = dict(first)
     for _ in range(rounds):
         for fn in (fast, plain):
-            best[fn] = min(best[fn], once(fn, reps[fn]))
-    return best[fast], best[plain]
+            samples[fn].append(once(fn, reps[fn]))
+    best = {fn: sorted(t)[:2] for fn, t in samples.items()}
+    steady = all(second <= STEADY * first for first, second in best.values())
+    return PairTiming(best[fast][0], best[plain][0], steady)
 
 
 def probe(*shape: int, dtype=None, like=None):
