@@ -281,10 +281,10 @@ def test_steadiness_is_two_rounds_that_agree(monkeypatch) -> None:
     def constant() -> None:
         time.sleep(0.005)
 
-    durations = iter(range(1, 100))
+    durations = iter(3.0 ** i * 1e-3 for i in range(100))
 
-    def growing() -> None:  # 1, 2, 3, ... ms: no two rounds agree, as on a machine getting busier
-        time.sleep(next(durations) * 0.002)
+    def growing() -> None:  # 1, 3, 9, 27, ... ms: no two rounds agree, as on a machine getting busier
+        time.sleep(next(durations))
 
     timing = fastpath.time_pair(constant, constant, rounds=3, budget_seconds=1.0)
     assert timing.steady and 0.005 <= timing.fast_s < 0.02
