@@ -92,6 +92,27 @@ def test_wae_codes_match_the_prior_where_a_plain_ae_codes_do_not(compose_cfg, tm
     assert measured["wae"] < 0.1 * measured["ae"], measured  # measured: 0.06 against 2.4
 
 
+def test_the_mmd_term_is_the_batchs_own_in_training_and_in_blocks_in_evaluation(compose_cfg) -> None:
+    """Training keeps the batch's own estimate (its gradient as written); evaluation, whose batches of 1,024 codes
+    cost four times the kernels of blocks of 500, averages blocks: an unbiased estimate of the same MMD."""
+    from aelab.data.base import Batch
+    from aelab.models.mmd import DIAGNOSTIC_BLOCK
+
+    _, data, wae = _model(compose_cfg, "model=wae")
+    x = data.train.head(64).x.repeat(20, 1, 1, 1)  # 1,280 examples: blocks of 500 and 780
+    batch = Batch(x, None, torch.arange(len(x)))
+    for training, block in ((True, None), (False, DIAGNOSTIC_BLOCK)):
+        wae.train(training)
+        with torch.no_grad():
+            z = wae.training_codes(x).float()
+            torch.manual_seed(0)
+            term = wae.losses(batch, 1)["mmd"]
+            torch.manual_seed(0)
+            wae.training_codes(x)  # the same draws (none for the deterministic encoder) before the prior's
+            expected = wae.lambda_mmd * mmd_to_standard_normal(z, wae.kernel, wae.scales, block=block)
+        assert torch.allclose(term, expected, rtol=1e-5), (training, float(term), float(expected))
+
+
 def test_wae_gaussian_encoder_trains_on_sampled_codes_and_encodes_the_mean(compose_cfg) -> None:
     _, data, gauss = _model(compose_cfg, "model=wae", "model.encoder=gaussian")
     assert not gauss.has_posterior  # no likelihood bound: eval reports no ELBO / IS-NLL for a WAE

@@ -19,7 +19,7 @@ from aelab.data.base import Batch
 from aelab.errors import UserError
 from aelab.models.base import Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, mmd_to_standard_normal
+from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, loss_block, mmd_to_standard_normal
 from aelab.models.vae import VAE, reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
@@ -54,7 +54,7 @@ class InfoVAE(VAE):
 
     def latent_terms(self, mu: Tensor, logvar: Tensor, z: Tensor, step: int) -> dict[str, Tensor]:
         """The VAE's (1 - alpha)-weighted KL, and the MMD between the batch's sampled codes z (B, D) and N(0, I)."""
-        mmd = mmd_to_standard_normal(z.float(), self.kernel, self.scales)
+        mmd = mmd_to_standard_normal(z.float(), self.kernel, self.scales, block=loss_block(self.training))
         return {**super().latent_terms(mu, logvar, z, step), "mmd": self.mmd_weight * mmd}
 
     @torch.no_grad()

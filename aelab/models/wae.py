@@ -19,7 +19,7 @@ from torch import Tensor
 from aelab.data.base import Batch
 from aelab.models.base import Autoencoder, Diagnostics
 from aelab.models.likelihoods import LIKELIHOODS
-from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, mmd_to_standard_normal
+from aelab.models.mmd import DIAGNOSTIC_BLOCK, KERNELS, SCALES, loss_block, mmd_to_standard_normal
 from aelab.models.vae import reparameterize
 from aelab.nets import Arch
 from aelab.schema import OneOf, Range
@@ -73,7 +73,8 @@ class WAE(Autoencoder):
     def losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         z = self.training_codes(self.corrupt(batch.x))
         recon = self.likelihood.batch_nll(self.decode(z), batch.x)
-        return {"recon": recon, "mmd": self.lambda_mmd * mmd_to_standard_normal(z.float(), self.kernel, self.scales)}
+        mmd = mmd_to_standard_normal(z.float(), self.kernel, self.scales, block=loss_block(self.training))
+        return {"recon": recon, "mmd": self.lambda_mmd * mmd}
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         return self.likelihood.mean(self.decode(torch.randn(n, self.latent_dim, device=self.device)))
