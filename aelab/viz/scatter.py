@@ -138,10 +138,14 @@ def draw(plot: Plot, width: int = WIDTH, height: int = HEIGHT) -> Tensor:
     image.paste(label, (4, int((top + bottom - label.height) / 2)))
     if plot.legend:
         rows = 15
-        text_width = max(pen.textlength(name, font=small) for name, _ in plot.legend)
-        box = (right - 24 - text_width, top + 6, right - 6, top + 10 + rows * len(plot.legend))
+        entries = list(plot.legend)
+        fit = max(2, (bottom - top - 16) // rows)  # a legend of many classes ends in "+N more" inside the frame
+        if len(entries) > fit:
+            entries = entries[: fit - 1] + [(f"+{len(entries) - fit + 1} more", (255, 255, 255))]
+        text_width = max(pen.textlength(name, font=small) for name, _ in entries)
+        box = (right - 24 - text_width, top + 6, right - 6, top + 10 + rows * len(entries))
         pen.rectangle(box, fill=(255, 255, 255, 190), outline=(200, 200, 200))
-        for i, (name, color) in enumerate(plot.legend):
+        for i, (name, color) in enumerate(entries):
             cy = box[1] + 4 + rows * i + rows / 2
             pen.ellipse((box[0] + 6, cy - 3, box[0] + 12, cy + 3), fill=tuple(color))
             pen.text((box[0] + 17, cy), name, fill=(0, 0, 0), font=small, anchor="lm")
