@@ -57,12 +57,11 @@ class Choice:
     fast_us: float | None = None  # the timings it was made on (None: forced by a mode)
     plain_us: float | None = None
     source: str = "measured"  # measured | cached | the run's | forced | untimed in a distributed run
+    steady: bool = True  # its timing repeated within STEADY: the machine was not busy (only such are cached)
 
     @property
     def name(self) -> str:
         return f"{self.path}|{self.key}"
-
-    steady: bool = True  # its timing repeated within STEADY: the machine was not busy (only such are cached)
 
     def entry(self) -> dict:
         """What a checkpoint's record and the machine's cache store of a choice."""
