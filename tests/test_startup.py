@@ -47,7 +47,8 @@ def test_eager_step_takes_the_same_steps_as_torchs_own(monkeypatch) -> None:
 
 def test_a_training_run_imports_neither_dynamo_nor_torchvision_nor_matplotlib(tmp_path) -> None:
     """Each costs start-up or epoch time a run on image data does not need: torch._dynamo 1.8 s, torchvision 2 s,
-    matplotlib 0.3 s and 0.15 s a picture (the latent manifold is drawn with Pillow: aelab/viz/scatter.py)."""
+    matplotlib 0.5 CPU-s at the first picture and 0.2 at each after (the latent manifold is drawn with Pillow:
+    aelab/viz/scatter.py)."""
     code = ("import sys, runpy; sys.argv = ['aelab', 'train', 'data=synthetic', 'epochs=2', 'logger=tensorboard', "
             "'trainer.checkpoint_every=1', 'device=cpu']; "
             "exec('try:\\n runpy.run_module(\"aelab\", run_name=\"__main__\")\\nexcept SystemExit: pass'); "

@@ -14,7 +14,7 @@ from torch import Tensor
 from aelab.data.base import Split
 from aelab.models.base import Autoencoder, Picture
 from aelab.viz.images import grid
-from aelab.viz.scatter import BLUE, TAB10, Layer, Plot, class_colors, draw
+from aelab.viz.scatter import BLUE, Layer, Plot, class_color, class_colors, draw
 
 
 @torch.no_grad()
@@ -64,7 +64,7 @@ def manifold_plot(codes: Tensor, labels: Tensor | None, class_names: list[str] |
         layers.append(Layer("codes", points, BLUE, alpha=0.6))
     else:
         layers.append(Layer("codes", points, class_colors(labels), alpha=0.7))
-        legend += [(class_names[c] if class_names and c < len(class_names) else str(c), TAB10[c % len(TAB10)])
+        legend += [(class_names[c] if class_names and c < len(class_names) else str(c), class_color(c))
                    for c in sorted(set(labels.tolist()))]
     return Plot(layers, f"latent manifold ({how}, {codes.shape[1]}-D codes)", f"{how}[0]", f"{how}[1]", legend)
 
