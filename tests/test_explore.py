@@ -170,13 +170,17 @@ def test_the_feature_classifier_is_trained_once_per_dataset(trained, monkeypatch
     monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "cache"))
     data = RunSession(_compose([f"run={trained['ae']}", "device=cpu"], "eval"), "eval").data
     trained_now: list[str] = []
-    _, accuracy, path = generation.feature_net(data, CPU, epochs=1, log=trained_now.append)
+    first, accuracy, path = generation.feature_net(data, CPU, epochs=1, log=trained_now.append)
     assert path.is_file() and path.parent == tmp_path / "cache" / "feature_nets" and len(trained_now) == 1
     _, again, _ = generation.feature_net(data, CPU, epochs=1, log=trained_now.append)
     assert again == accuracy and len(trained_now) == 1  # from the cache
     path.write_bytes(b"corrupt")
-    generation.feature_net(data, CPU, epochs=1, log=trained_now.append)  # a broken cache file is retrained
+    torch.rand(1000)  # whatever the process drew before does not change the classifier ...
+    state = torch.get_rng_state()
+    retrained, _, _ = generation.feature_net(data, CPU, epochs=1, log=trained_now.append)  # a broken cache: retrained
     assert len(trained_now) == 2
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), retrained.state_dict().values()))
+    assert torch.equal(torch.get_rng_state(), state)  # ... nor does training it move the caller's random stream
 
 
 def test_reconstruction_scores_of_a_perfect_copy() -> None:
