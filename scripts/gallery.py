@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """The gallery: every experiment preset trained with its own settings, its pictures drawn by aelab's commands.
 
-    python scripts/gallery.py                        # every preset -> docs/gallery/ (47 minutes on 2 shared cores,
-                                                     # + ~58, ~47 and ~43 for beta_tcvae_dsprites, beta_vae_dsprites
-                                                     # and dip_vae_dsprites, not shortened)
+    python scripts/gallery.py                        # every preset -> docs/gallery/ (~40 minutes on 2 shared cores,
+                                                     # + ~58, ~47, ~46 and ~43 for beta_tcvae_dsprites,
+                                                     # beta_vae_dsprites, factor_vae_dsprites and dip_vae_dsprites,
+                                                     # not shortened)
     python scripts/gallery.py --only beta_tcvae_dsprites --from-run beta_tcvae_dsprites=<run>  # from its own run
     python scripts/gallery.py --quick --out /tmp/g   # a smoke run of every preset (about 2 minutes)
     python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
