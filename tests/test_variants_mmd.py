@@ -94,7 +94,7 @@ def test_wae_codes_match_the_prior_where_a_plain_ae_codes_do_not(compose_cfg, tm
 
 def test_the_mmd_term_is_the_batchs_own_in_training_and_in_blocks_in_evaluation(compose_cfg) -> None:
     """Training keeps the batch's own estimate (its gradient as written); evaluation, whose batches of 1,024 codes
-    cost four times the kernels of blocks of 500, averages blocks: an unbiased estimate of the same MMD."""
+    cost twice the kernels of blocks of 500 and 524, averages blocks: an unbiased estimate of the same MMD."""
     from aelab.data.base import Batch
     from aelab.models.mmd import DIAGNOSTIC_BLOCK
 
