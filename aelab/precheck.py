@@ -28,6 +28,7 @@ PLUGINS = {
     "hydra/sweeper/sampler/tpe": ("hydra-optuna-sweeper", "search"),
 }
 SEARCHPATH = "hydra.searchpath="
+SWEEPER_PARAMS = "hydra.sweeper.params."
 HYDRA_GROUP = re.compile(r"^\+?hydra/(launcher|sweeper)=")
 
 
@@ -86,8 +87,28 @@ def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [firsts[:i] + [v] + firsts[i + 1 :] for i, c in enumerate(choices) for v in c]
 
 
+def check_sweeper_params(overrides: list[str]) -> None:
+    """`hydra.sweeper.params.<key>=a,b` unquoted parses as a sweep over Hydra's own config, which Hydra refuses with
+    "Sweeping over Hydra's configuration is not supported" and no word of the fix: the sweeper wants its values as
+    one string, `'a,b'`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    for arg in overrides:
+        if not arg.lstrip("+").startswith(SWEEPER_PARAMS):
+            continue
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([arg])
+        except OverrideParseException:
+            continue  # compose reports it as an unparsable override
+        if parsed.is_sweep_override():
+            key, values = parsed.get_key_element().lstrip("+"), arg.split("=", 1)[1]
+            raise UserError(key, "the sweeper takes its values as one quoted string", f"{key}='{values}'")
+
+
 def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
     """Compose and validate; raises UserError."""
+    check_sweeper_params(overrides)
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException

@@ -149,6 +149,7 @@ BAD_COMMAND_LINES = [
     (["train", "data=synthetic", "trainer.optimizer._target_=torch.optim.Nope"], "trainer.optimizer._target_"),
     (["train", "latent_dim=2", "latent_dim="], "latent_dim"),
     (["train", "model=[ae"], "override"),
+    (["train", "experiment=disentangle_study", "hydra.sweeper.params.seed=0,1"], "hydra.sweeper.params.seed"),
     # nonsense combinations of a family with its options (those that need the data: test_families, test_vector_data)
     (["train", "model=aae", "model.prior=grid", "latent_dim=8"], "model.prior"),
     (["train", "model=sparse_ae", "model.penalty=kl", "model.rho=1.5"], "model.rho"),
