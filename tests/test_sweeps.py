@@ -380,3 +380,33 @@ def test_report_with_directions_never_imports_torch(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
     assert "Highest `test/auroc`: `latent_dim=2`" in (tmp_path / "report.md").read_text()
+
+
+def test_a_categorical_x_runs_in_the_order_of_its_numbers_and_long_names_tilt(tmp_path, monkeypatch) -> None:
+    """A study's arms as x: beta_vae_1, _4, _16 in that order (as strings 16 sorts before 4, and the family's line
+    would zigzag), and names too long to stand side by side are drawn tilted."""
+    from aelab.sweep.plot import plot_metric
+    from aelab.sweep.table import build_report
+
+    arms = {"beta_vae_16": 0.13, "beta_vae_4": 0.27, "beta_vae_1": 0.14, "aae_disentangle": 0.03, "dip_vae": 0.02}
+    for num, (arm, mig) in enumerate(arms.items()):
+        model = arm.rsplit("_", 1)[0] if arm.startswith("beta_vae") else arm.split("_")[0]
+        _fake_run(tmp_path, f"{num}_study_arm={arm}", [f"model={model}", f"study_arm={arm}", "seed=0"],
+                  {"val/recon": 30.0}, eval_metrics={"test/mig": mig})
+    report = build_report(tmp_path, y="test/mig")
+    drawn = {}
+
+    def keep(fig, path, **kw):
+        axes = fig.axes[0]
+        drawn["ticks"] = [t.get_text() for t in axes.get_xticklabels()]
+        drawn["rotation"] = axes.get_xticklabels()[0].get_rotation()
+        drawn["beta_vae"] = next(list(line.get_ydata()) for line in axes.get_lines() if len(line.get_ydata()) == 3)
+        Path(path).touch()
+
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_metric(report, "study_arm", "test/mig", tmp_path / "plot.png")
+    assert drawn["ticks"] == ["aae_disentangle", "beta_vae_1", "beta_vae_4", "beta_vae_16", "dip_vae"]
+    assert drawn["beta_vae"] == pytest.approx([0.14, 0.27, 0.13])  # the beta-VAE line: beta 1, 4, 16
+    assert drawn["rotation"] == 30

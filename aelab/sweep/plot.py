@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aelab.errors import UserError
@@ -33,6 +34,13 @@ def choose_x(report: SweepTable, x: str | None) -> str | None:
     return x
 
 
+def natural_key(value: str) -> tuple:
+    """Text with its numbers compared as numbers: beta_vae_1 < beta_vae_4 < beta_vae_16 (as strings, 16 < 4), so
+    a line through a family's categorical arms runs in the order of their setting."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", value)
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
 def plot_path(out_dir: Path, x: str, y: str) -> Path:
     return out_dir / f"{y.replace('/', '-')}_vs_{x.replace('/', '-')}.png"
 
@@ -54,7 +62,7 @@ def plot_metric(report: SweepTable, x: str, y: str, path: Path) -> Path:
         series.setdefault(label, []).append((str(group.values[x]), stat.mean, stat.std or 0.0))
     numeric = all(as_number(v) is not None for points in series.values() for v, _, _ in points)
     categories = sorted({v for points in series.values() for v, _, _ in points},
-                        key=lambda v: (as_number(v) if numeric else 0.0, v))
+                        key=lambda v: (as_number(v), v) if numeric else natural_key(v))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, points in series.items():
         points.sort(key=lambda p: categories.index(p[0]))
@@ -67,6 +75,10 @@ def plot_metric(report: SweepTable, x: str, y: str, path: Path) -> Path:
         ax.set_xticks(values, categories)
     else:
         ax.set_xticks(range(len(categories)), categories)
+        if sum(len(c) for c in categories) > 48:  # names that would run into each other side by side
+            ax.tick_params(axis="x", labelrotation=30)
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
     ax.set_xlabel(x)
     ax.set_ylabel(f"{y} ({DESCRIBED[report.direction]})" if report.direction and y == report.y else y)
     seeds = " (mean ± std over seeds)" if report.seeds_averaged else ""
