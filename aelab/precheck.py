@@ -103,7 +103,8 @@ def check_sweeper_params(overrides: list[str]) -> None:
             continue  # compose reports it as an unparsable override
         if parsed.is_sweep_override():
             key, values = parsed.get_key_element().lstrip("+"), arg.split("=", 1)[1]
-            raise UserError(key, "the sweeper takes its values as one quoted string", f"{key}='{values}'")
+            quoted = '"' + f"{key}='{values}'" + '"'  # Hydra's quotes inside the shell's
+            raise UserError(key, "the sweeper takes its values as one quoted string", quoted)
 
 
 def compose_checked(command: str, overrides: list[str]) -> list[DictConfig]:
