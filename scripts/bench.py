@@ -271,12 +271,14 @@ def nll_row(model, x: torch.Tensor, k: int, matmul: float) -> dict[str, float]:
 AUTO_AGAIN = "auto again, a second trainer (A/A: the noise floor)"
 
 
-def ablation(run_dir: Path, steps: int, rounds: int = 15) -> dict[str, float]:
+def ablation(run_dir: Path, steps: int, rounds: int = 15) -> tuple[dict[str, float], list]:
     """ms per MLP VAE training step for each fast-path setting (interleaved rounds, same batches): the best
     round of each. On a shared 2-core VM one trainer's rounds of 300 steps ranged 4.8 to 5.9 ms per step, and
     two settings that run the same ops came out 5.1 and 5.5 ms as medians of 3 rounds: the least disturbed of
     many short rounds is the estimate of a setting's own cost such a machine gives (as timeit takes the
-    minimum); with 15 rounds of 100 steps the settings that run the same ops agreed within 2%."""
+    minimum); with 15 rounds of 100 steps the settings that run the same ops agreed within 2%. Also returns the
+    choices the auto setting computed with (the last round's), cached or not: on a busy machine a timing is not
+    steady, so it is not cached, yet it is what the step ran."""
     from aelab.nets.fastpath import FAST_PATHS
 
     variants = {  # name: (trainer overrides, fast-path mode and per-path modes in force while it steps)
@@ -297,6 +299,7 @@ def ablation(run_dir: Path, steps: int, rounds: int = 15) -> dict[str, float]:
         trainers[name] = (trainer, batches[: steps + 20])
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
+    auto_choices: list = []
     try:
         for r in range(rounds):  # each round starts at another variant: none always runs first (or last)
             for name in names[r % len(names):] + names[: r % len(names)]:
@@ -309,25 +312,31 @@ def ablation(run_dir: Path, steps: int, rounds: int = 15) -> dict[str, float]:
                 for batch in batches[20:]:
                     trainer.train_step(batch)
                 times[name].append((time.perf_counter() - t0) / steps * 1e3)
+                if name == names[0]:
+                    auto_choices = FAST_PATHS.choices()
     finally:
         FAST_PATHS.configure("auto")
-    return {name: min(t) for name, t in times.items()}
+    return {name: min(t) for name, t in times.items()}, auto_choices
 
 
-def machine_choices() -> list[tuple[str, str, str]]:
-    """The fast-path choices cached for this machine: (path and shape, the way kept, the two timings)."""
+def machine_choices(made: list = ()) -> list[tuple[str, str, str]]:
+    """The fast-path choices cached for this machine, and those `made` in this process that a busy machine kept
+    out of the cache: (path and shape, the way kept, the two timings)."""
     from aelab.nets import fastpath
 
     try:
         entries = __import__("json").loads(fastpath.cache_file().read_text()).get(fastpath.machine_fingerprint(), {})
     except (OSError, ValueError):
-        return []
+        entries = {}
+    entries = {**{c.name: c.entry() for c in made if c.fast_us is not None}, **entries}
     rows = []
     for key, entry in sorted(entries.items()):
         path = key.split("|", 1)[0]
         fast_name, plain_name = fastpath.PATHS[path]
         timing = (f"{fast_name} {entry['fast_us']:.0f} us, {plain_name} {entry['plain_us']:.0f} us"
                   if entry.get("fast_us") is not None else "")
+        if not entry.get("steady", True):
+            timing += " (busy: not cached)"
         rows.append((key.replace("|", " "), fast_name if entry["fast"] else plain_name, timing))
     return rows
 
@@ -451,8 +460,8 @@ def main() -> None:
                     epoch_fn()
                 out.append(statistics.median(seconds[1:]) * 60000 / images())
 
-        steps = ablation(tmp, args.ablation_steps, args.ablation_rounds)
-        choices = machine_choices()
+        steps, auto_choices = ablation(tmp, args.ablation_steps, args.ablation_rounds)
+        choices = machine_choices(auto_choices)
         matmul_after = matmul_gflops(matmul_seconds)
         helps = help_seconds(5)
         firsts = []
