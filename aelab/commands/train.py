@@ -47,6 +47,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     from aelab.engine.device import resolve_device
     from aelab.engine.options import TrainerOptions
     from aelab.engine.distributed import setup_distributed
+    from aelab.engine.host import prepare_host
     from aelab.engine.measure import hparams_of
     from aelab.viz.logger import NullLogger
 
@@ -58,8 +59,11 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         cfg = resume_config(resumed["config_raw"], overrides or [])
         check_train(cfg)
     threads = apply_threads(cfg.get("threads", "auto"))
+    options = TrainerOptions.from_config(cfg.trainer)
+    # before any parallel op starts torch's worker threads: they inherit the denormal flush (aelab/engine/host.py)
+    prepare_host(options.flush_denormals, options.malloc_keep_mb)
     torch.manual_seed(int(cfg.seed))
-    dist, device = setup_distributed(TrainerOptions.from_config(cfg.trainer).strategy, resolve_device(cfg.device))
+    dist, device = setup_distributed(options.strategy, resolve_device(cfg.device))
     trainer, data = build_trainer(cfg, device, run_dir, dist)
     if resumed is not None:
         trainer.load_state_dict(resumed)

@@ -47,6 +47,8 @@ class TrainerOptions:
     early_stopping: Annotated[int | None, Range(1, None)]
     fast_paths: Annotated[str, OneOf(fastpath.MODES)]
     fast_path: dict[str, Any] | None  # one path forced: {linear: on, conv_layout: off, ...}
+    flush_denormals: bool  # CPU: denormal floats computed as zero (aelab/engine/host.py)
+    malloc_keep_mb: Annotated[int, Range(0, None)]  # glibc: freed memory kept between steps (aelab/engine/host.py)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> TrainerOptions:
