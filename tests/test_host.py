@@ -1,16 +1,17 @@
 """The process settings `aelab train` makes before it builds anything (aelab/engine/host.py).
 
-Each runs in a fresh interpreter: both settings are process-wide, and the denormal flush reaches only threads
-started after it, as in `aelab train`."""
+The two settings are tested each in a fresh interpreter: both are process-wide, and the denormal flush reaches only
+threads started after it, as in `aelab train`."""
 
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from aelab.engine.host import GLIBC
 
 DENORMALS = """
 import json, sys, torch
@@ -60,7 +61,7 @@ def test_flushed_denormals_compute_as_zero_on_every_thread_and_unflushed_ones_do
     assert off["nonzero"] == 1 << 20 and not off["took"]
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt")
 def test_kept_freed_memory_is_not_faulted_back_in_each_step() -> None:
     kept = run_script(FAULTS, "1024")
     assert kept["took"]

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold (64-bit): larger blocks still mmap
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # where mallopt exists
 
 
 def flush_denormals(on: bool) -> bool:
@@ -42,7 +43,7 @@ def flush_denormals(on: bool) -> bool:
 def keep_freed_memory(megabytes: int) -> bool:
     """glibc: keep up to `megabytes` of freed memory in the process instead of returning it to the kernel, and
     serve blocks below 32 MB from the heap; whether it took (False off glibc, or for 0: glibc's defaults)."""
-    if megabytes <= 0 or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if megabytes <= 0 or not GLIBC:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
