@@ -1,4 +1,4 @@
-from aelab.cli import main
+from aelab.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

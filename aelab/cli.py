@@ -77,5 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     module.main()
 
 
+def entry() -> None:
+    """The `aelab` command (and `python -m aelab`): main(), then a successful command's quick exit
+    (aelab/quick_exit.py)."""
+    from aelab.quick_exit import exit_quickly
+
+    try:
+        main()
+    except SystemExit as stop:
+        exit_quickly(stop.code)
+    exit_quickly(0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -49,9 +49,9 @@ def test_a_training_run_imports_neither_dynamo_nor_torchvision_nor_matplotlib(tm
     """Each costs start-up or epoch time a run on image data does not need: torch._dynamo 1.8 s, torchvision 2 s,
     matplotlib 0.5 CPU-s at the first picture and 0.2 at each after (the latent manifold is drawn with Pillow:
     aelab/viz/scatter.py)."""
-    code = ("import sys, runpy; sys.argv = ['aelab', 'train', 'data=synthetic', 'epochs=2', 'logger=tensorboard', "
-            "'trainer.checkpoint_every=1', 'device=cpu']; "
-            "exec('try:\\n runpy.run_module(\"aelab\", run_name=\"__main__\")\\nexcept SystemExit: pass'); "
+    # cli.main, not `python -m aelab`: the command's quick exit would end the process before the print
+    code = ("import sys; from aelab.cli import main; main(['train', 'data=synthetic', 'epochs=2', "
+            "'logger=tensorboard', 'trainer.checkpoint_every=1', 'device=cpu']); "
             "print(sorted(m for m in ('torch._dynamo', 'torchvision', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "AELAB_DATA_DIR": str(tmp_path / "cache")})
