@@ -58,12 +58,17 @@ def _bce_nll(logits: Tensor, x: Tensor) -> Tensor:  # (B, ...) -> (B,)
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
-def _log_free_is_faster(logits: Tensor) -> bool:
+def _bce_sum(logits: Tensor, x: Tensor) -> Tensor:  # scalar: summed over images and pixels
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+
+
+def _log_free_is_faster(logits: Tensor, summed: bool = False) -> bool:
     """The bernoulli_nll fast path's choice for logits of this shape: both forms timed on random logits,
-    forward and (when training) backward."""
+    forward and (when training) backward; `summed`: against the batch-summed BCE (one pass fewer than
+    per-image sums, 180 against 230 us fwd+bwd at 128x784 on a 2-core Xeon), what a batch's loss takes."""
     backward = torch.is_grad_enabled() and logits.requires_grad
     pixels = logits[0].numel()
-    key = f"{rows_bucket(logits.shape[0])}x{pixels}{' train' if backward else ''}"
+    key = f"{rows_bucket(logits.shape[0])}x{pixels}{' train' if backward else ''}{' sum' if summed else ''}"
 
     def candidates():
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -77,7 +82,7 @@ def _log_free_is_faster(logits: Tensor) -> bool:
                     out.backward()
                     probe_logits.grad = None
 
-        return lambda: run(_BernoulliNLL.apply), lambda: run(_bce_nll), None
+        return lambda: run(_BernoulliNLL.apply), lambda: run(_bce_sum if summed else _bce_nll), None
 
     return FAST_PATHS.choose("bernoulli_nll", key, candidates)
 
@@ -104,7 +109,9 @@ class Bernoulli:
         return _bce_nll(logits, x)
 
     def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:  # scalar: mean over images
-        return self.nll(logits, x).sum() / x.shape[0]
+        if logits.device.type == "cpu" and logits.dim() > 1 and _log_free_is_faster(logits, summed=True):
+            return _BernoulliNLL.apply(logits, x).sum() / x.shape[0]
+        return _bce_sum(logits, x) / x.shape[0]
 
     def nll_of_draws(self, logits: Tensor, x: Tensor, consume: bool = False) -> Tensor:  # (S, B, *shape), (B, *shape) -> (S, B)
         """nll of S decodes of each example: sum softplus(l) - x . l. consume=True overwrites logits.
