@@ -3,7 +3,7 @@
 Between parts (LAYERS; a module may import its own layer and the ones below):
 
     cli, __main__, precheck, __init__, api  ->  commands, config_check  ->  engine  ->  sweep  ->  metrics, viz
-    ->  models  ->  nets, data  ->  errors, schema, instantiate, files
+    ->  models  ->  nets, data  ->  errors, schema, instantiate, files, quick_exit
 
 sweep has a place of its own: the commands and config_check use it and it reads metrics.directions, so
 metrics (or viz) importing sweep fails, as does sweep importing the engine. Siblings of one layer that must not
@@ -51,7 +51,7 @@ LAYERS = {
     "metrics": 3, "viz": 3,
     "models": 2,
     "nets": 1, "data": 1,
-    "errors": 0, "schema": 0, "instantiate": 0, "files": 0,
+    "errors": 0, "schema": 0, "instantiate": 0, "files": 0, "quick_exit": 0,
 }
 # parts of one layer that must not lean on each other
 SIBLINGS_APART = {("metrics", "viz"), ("viz", "metrics"), ("nets", "data"), ("data", "nets")}
