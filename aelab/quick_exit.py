@@ -3,8 +3,8 @@
 A command that has finished its work still waits while Python finalizes: it clears every module's globals
 and frees torch's, numpy's and Hydra's objects one at a time. On a 2-core Xeon that took 0.4-0.5 s of a
 7.4 s `aelab train` (the peer benchmark's 3-epoch VAE), a second per `aelab train` + `aelab eval`.
-`exit_quickly` does what the shutdown is for and skips the freeing: it joins the threads that are not
-daemons (Python's shutdown waits for them too), runs the atexit handlers (logging's flush and close,
+`exit_quickly` does what the shutdown is for and skips the freeing: it stops and joins the threads that are
+not daemons as Python's shutdown does (pools told to stop first), runs the atexit handlers (logging's flush and close,
 multiprocessing's and tempfile's clean-up), flushes the standard streams, then os._exit with the code.
 
 Only a successful command ends this way, and only where nothing watches the interpreter: a failure exits the
@@ -23,13 +23,15 @@ from typing import NoReturn
 
 def exit_quickly(code: int | str | None = 0) -> NoReturn:
     """Exit with `code` as sys.exit would; without the interpreter's teardown where that is safe (see above)."""
-    run_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; absent elsewhere: the usual exit
-    if code not in (0, None) or run_handlers is None or sys.gettrace() is not None or sys.getprofile() is not None:
+    # CPython's own two steps of a shutdown (absent elsewhere: the usual exit). threading._shutdown first runs the
+    # hooks that tell pools to stop (concurrent.futures' idle workers, joblib's executor manager), then joins the
+    # threads: joining without those hooks waits forever on an idle pool
+    stop_threads = getattr(threading, "_shutdown", None)
+    run_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if code not in (0, None) or stop_threads is None or run_handlers is None or sys.gettrace() is not None \
+            or sys.getprofile() is not None:
         sys.exit(code)
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and not thread.daemon:
-            thread.join()
+    stop_threads()
     run_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:

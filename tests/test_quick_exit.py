@@ -24,6 +24,9 @@ def late():
     time.sleep(0.3)
     (out / "thread").write_text("ran")
 threading.Thread(target=late).start()
+from concurrent.futures import ThreadPoolExecutor
+POOL = ThreadPoolExecutor(1)  # an idle worker left running: joined only after the pool is told to stop
+POOL.submit(print, end="")
 class Noisy:
     def __del__(self):
         print("teardown", flush=True)
