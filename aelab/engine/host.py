@@ -1,6 +1,6 @@
 """Two process settings that keep a CPU training step at its speed: denormals flushed, freed memory kept.
 
-Both were found by profiling the MLP VAE's step on a 2-core AMD EPYC (scripts/bench_peer.py's nets, bf16):
+Both were found by profiling the MLP VAE's step on a 2-core Xeon VM (scripts/bench_peer.py's nets, bf16):
 
 - **Denormals.** A parameter whose gradient is exactly zero (a weight from a pixel that is always 0, a dead ReLU
   unit) has its Adam moments decay by beta1 = 0.9 a step, into the denormal range (below 1.2e-38) within about 700
