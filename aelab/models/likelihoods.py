@@ -87,6 +87,11 @@ def _log_free_is_faster(logits: Tensor, summed: bool = False) -> bool:
     return FAST_PATHS.choose("bernoulli_nll", key, candidates)
 
 
+def _takes_log_free(logits: Tensor, summed: bool = False) -> bool:
+    """Whether these logits take the log-free form: CPU batches only (GPUs keep the fused kernel), as timed."""
+    return logits.device.type == "cpu" and logits.dim() > 1 and _log_free_is_faster(logits, summed)
+
+
 class Bernoulli:
     """Pixels in [0, 1] as Bernoulli means; BCE with logits is the numerically stable fused form."""
 
@@ -104,12 +109,12 @@ class Bernoulli:
     def nll(self, logits: Tensor, x: Tensor) -> Tensor:  # (B,) summed over pixels
         # CPU log is slow (see _BernoulliNLL), by how much depends on the CPU: timed (fast path
         # bernoulli_nll); GPUs keep the fused kernel
-        if logits.device.type == "cpu" and logits.dim() > 1 and _log_free_is_faster(logits):
+        if _takes_log_free(logits):
             return _BernoulliNLL.apply(logits, x)
         return _bce_nll(logits, x)
 
     def batch_nll(self, logits: Tensor, x: Tensor) -> Tensor:  # scalar: mean over images
-        if logits.device.type == "cpu" and logits.dim() > 1 and _log_free_is_faster(logits, summed=True):
+        if _takes_log_free(logits, summed=True):
             return _BernoulliNLL.apply(logits, x).sum() / x.shape[0]
         return _bce_sum(logits, x) / x.shape[0]
 
