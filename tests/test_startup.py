@@ -45,6 +45,50 @@ def test_eager_step_takes_the_same_steps_as_torchs_own(monkeypatch) -> None:
     assert not eager_step(sgd)  # a differentiable optimizer keeps torch's step (its grad mode differs)
 
 
+@pytest.mark.parametrize("kind", [torch.optim.Adam, torch.optim.AdamW])
+def test_the_lean_fused_adam_step_is_torchs_step_bit_for_bit(kind, monkeypatch) -> None:
+    """Two groups (one with weight decay), a parameter whose gradient is missing on some steps, the lr changed by a
+    scheduler, and the state saved and loaded into a new optimizer half way: the same parameters as torch's step,
+    with torch's own _fused_adam called only where state had to be made."""
+    import torch.optim.adam as adam_module
+
+    torch_calls = []
+    fused = adam_module._fused_adam
+    monkeypatch.setattr(adam_module, "_fused_adam", lambda *a, **k: (torch_calls.append(1), fused(*a, **k))[1])
+    skip_dynamo_import()
+    torch.manual_seed(0)
+    start = [torch.randn(6, 4), torch.randn(4), torch.randn(3, 3)]
+    params = {name: [torch.nn.Parameter(t.clone()) for t in start] for name in ("ours", "torch's")}
+
+    def make(name: str) -> torch.optim.Optimizer:
+        a, b, c = params[name]
+        return kind([{"params": [a, b]}, {"params": [c], "lr": 0.03, "weight_decay": 0.1}], lr=0.01, fused=True)
+
+    opts = {name: make(name) for name in params}
+    assert eager_step(opts["ours"])
+    schedulers = {name: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for name, o in opts.items()}
+    for step in range(10):
+        if step == 5:  # a checkpoint and resume, in the trainer's order: new optimizer and scheduler, then their state
+            saved, saved_schedule = opts["ours"].state_dict(), schedulers["ours"].state_dict()
+            opts["ours"] = make("ours")
+            assert eager_step(opts["ours"])
+            schedulers["ours"] = torch.optim.lr_scheduler.StepLR(opts["ours"], step_size=3, gamma=0.5)
+            opts["ours"].load_state_dict(saved)
+            schedulers["ours"].load_state_dict(saved_schedule)
+        for name in params:
+            a, b, c = params[name]
+            opts[name].zero_grad()
+            loss = (a.sin() @ b).sum() * (step + 1)
+            if step % 4 != 1:  # c has no gradient on steps 1, 5, 9 (and none made before step 0's state)
+                loss = loss + (c * c.cos()).sum()
+            loss.backward()
+            opts[name].step()
+            schedulers[name].step()
+        assert all(torch.equal(x, y) for x, y in zip(params["ours"], params["torch's"])), step
+    # torch's Adam calls _fused_adam once per group and step: 2 x 10 on its side, 2 on ours (step 0 made the state)
+    assert len(torch_calls) == 2 * 10 + 2, len(torch_calls)
+
+
 def test_a_training_run_imports_neither_dynamo_nor_torchvision_nor_matplotlib(tmp_path) -> None:
     """Each costs start-up or epoch time a run on image data does not need: torch._dynamo 1.8 s, torchvision 2 s,
     matplotlib 0.5 CPU-s at the first picture and 0.2 at each after (the latent manifold is drawn with Pillow:

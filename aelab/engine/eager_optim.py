@@ -15,6 +15,18 @@ training step) only to talk to the compiler, which an eager run never starts:
 
 A run that compiles (trainer.compile=true) imports torch._dynamo anyway and is left alone; its
 compiled region is the loss computation, which never calls these methods.
+
+Fused Adam and AdamW (what the trainer asks for) get a leaner step still: the same two kernels torch's
+_fused_adam runs (the step counters' +1, then torch._fused_adam_ or _fused_adamw_ with the group's settings),
+called on lists read from the optimizer's own state, without the Python torch puts around them (state
+checks, the per-step grouping by device and dtype, the profiler record and the hook dispatch). On the
+benchmark's MLP VAE (2 CPU cores) that is ~0.13 ms of a ~3.5 ms training step (measured: the hooked step 486-
+543 us, the lean one 370-405 us, the kernels ~330 us). It is taken only where nothing it leaves out could
+matter: no closure, no step hooks (the optimizer's or global), no profiler running, no gradient scaler's
+tensors, every group without amsgrad or maximize and with float hyperparameters, and the state of every
+parameter with a gradient already made (the first step, and the first after a parameter gets its first
+gradient, go through torch's own step, which makes it). Everything else goes through torch's step; the
+results are bit for bit the same (tests/test_startup.py).
 """
 
 from __future__ import annotations
@@ -59,5 +71,57 @@ def eager_step(optimizer: torch.optim.Optimizer) -> bool:
         with torch.no_grad():  # what _use_grad sets for a non-differentiable optimizer
             return raw(self, *args, **kwargs)
 
-    optimizer.step = types.MethodType(torch.optim.Optimizer.profile_hook_step(no_grad_step), optimizer)
+    hooked = torch.optim.Optimizer.profile_hook_step(no_grad_step)
+    optimizer.step = types.MethodType(lean_fused_adam_step(hooked) if _lean_applies(optimizer) else hooked, optimizer)
     return True
+
+
+def _lean_applies(optimizer: torch.optim.Optimizer) -> bool:
+    """Fused Adam or AdamW (exactly those classes: a subclass may change step) with every parameter of one device
+    and one real floating dtype, so that torch's grouping by (device, dtype) would make one group."""
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return (bool(params) and all(group.get("fused") and not group.get("capturable")
+                                 and not group.get("differentiable") for group in optimizer.param_groups)
+            and len({(p.device, p.dtype) for p in params}) == 1 and params[0].is_floating_point())
+
+
+def _no_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    from torch.optim import optimizer as module
+
+    return not (optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+                or module._global_optimizer_pre_hooks or module._global_optimizer_post_hooks)
+
+
+def lean_fused_adam_step(hooked):
+    """A step for fused Adam/AdamW that calls the kernels directly where it can (see the module docstring)."""
+
+    def step(self: torch.optim.Optimizer, *args, **kwargs):
+        if (args or kwargs or getattr(self, "grad_scale", None) is not None
+                or getattr(self, "found_inf", None) is not None or torch.autograd._profiler_enabled()
+                or not _no_hooks(self)):
+            return hooked(self, *args, **kwargs)
+        calls = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            states = [self.state.get(p) for p in params]
+            if (group["amsgrad"] or group["maximize"] or any(isinstance(v, torch.Tensor) for v in (lr, beta1, beta2))
+                    or any(not state for state in states)):
+                return hooked(self)  # torch's own step: it makes missing state, and knows every option
+            calls.append((params, states, group, lr, beta1, beta2))
+        with torch.no_grad():
+            for params, states, group, lr, beta1, beta2 in calls:
+                steps = [state["step"] for state in states]
+                torch._foreach_add_(steps, 1)
+                kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+                kernel(params, [p.grad for p in params], [state["exp_avg"] for state in states],
+                       [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False, lr=lr, beta1=beta1,
+                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                       grad_scale=None, found_inf=None)
+        return None
+
+    return functools.wraps(hooked)(step)
