@@ -186,3 +186,47 @@ def test_joint_vae_ramps_each_capacity_over_its_own_steps(compose_cfg) -> None:
     _, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]",
                     "model.continuous_capacity=40", "model.discrete_capacity=1", "model.capacity_steps=1000")
     assert net.capacities(500) == (pytest.approx(20.0), pytest.approx(0.5))  # null: C_c shares C_z's steps
+
+
+def _dupont_reference(cont: int, disc: int) -> torch.nn.Module:
+    """Dupont's JointVAE for 64 px images (jointvae/models.py of github.com/Schlumberger/joint-vae), its layers under
+    his names: what scripts/joint_vae_shape.py --dupont reads his released dSprites weights from."""
+    nn = torch.nn
+    ref = nn.Module()
+    convs = [(1, 32), (32, 32), (32, 64), (64, 64)]
+    ref.img_to_features = nn.Sequential(*[m for a, b in convs for m in (nn.Conv2d(a, b, 4, 2, 1), nn.ReLU())])
+    ref.features_to_hidden = nn.Sequential(nn.Linear(1024, 256), nn.ReLU())
+    ref.fc_mean, ref.fc_log_var = nn.Linear(256, cont), nn.Linear(256, cont)
+    ref.fc_alphas = nn.ModuleList([nn.Linear(256, disc)])
+    ref.latent_to_features = nn.Sequential(nn.Linear(cont + disc, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU())
+    ref.features_to_img = nn.Sequential(*[m for a, b in [(64, 64), (64, 32), (32, 32)]
+                                          for m in (nn.ConvTranspose2d(a, b, 4, 2, 1), nn.ReLU())],
+                                        nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Sigmoid())
+    return ref
+
+
+def test_duponts_released_weights_load_into_joint_vae_on_burgess_conv(compose_cfg) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "joint_vae_shape.py"
+    spec = importlib.util.spec_from_file_location("joint_vae_shape", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data, net = _build(compose_cfg, "model=joint_vae", "arch=burgess_conv", "data.source.size=64",
+                       "data.source.n=64", "latent_dim=9", "model.discrete=[3]")
+    torch.manual_seed(7)
+    ref = _dupont_reference(6, 3).eval()
+    missing, unexpected = net.load_state_dict(script.from_dupont(ref.state_dict()), strict=False)
+    assert missing == ["last_step"] and not unexpected
+    net.eval()
+    x = data.train.head(16).x
+    with torch.no_grad():
+        hidden = ref.features_to_hidden(ref.img_to_features(x).flatten(1))
+        mu, logvar, logits = net.posterior_parts(x)
+        assert torch.allclose(mu, ref.fc_mean(hidden), atol=1e-5)
+        assert torch.allclose(logvar, ref.fc_log_var(hidden), atol=1e-5)
+        assert torch.allclose(logits[0], ref.fc_alphas[0](hidden), atol=1e-5)
+        z = net.encode(x)
+        image = ref.features_to_img(ref.latent_to_features(z).view(-1, 64, 4, 4))
+        assert torch.allclose(net.likelihood.mean(net.decode(z)), image, atol=1e-5)
