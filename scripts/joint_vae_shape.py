@@ -41,6 +41,9 @@ is NOT reached at this scale.
 Measured at 64 px (the preset; threads=1 per run, two runs at a time on 2 cores, ~15 steps/s each):
   paper settings (gamma 150, C over 22,500), seed 1, stopped at 15,000 steps: discrete 0.000, every continuous 0.000
   paper settings, seed 0, stopped at 22,700 steps:                             discrete 0.000, every continuous 0.000
+  paper settings, C over 87,000 of a planned 100,000 steps (a 3.5x shorter ramp than the paper's; 2 threads
+  alone, ~28 steps/s), stopped at 26,000 steps (15.6 min):                      discrete 0.000, every continuous 0.000,
+                                                    reconstruction 561.8 nats per image (the mean image)
   gamma 10, C over 13,500, seed 0, 18,000 steps:    discrete 0.000, best continuous 0.112 (posY 0.31, posX 0.24,
                                                     scale 0.14, shape 0.10 of each factor's entropy)
   gamma 30, C over 12,000, seed 0, 16,000 steps:    discrete 0.000 (one category), best continuous 0.047
@@ -49,6 +52,8 @@ Measured at 64 px (the preset; threads=1 per run, two runs at a time on 2 cores,
   the same, C_c capped at 0.7 nats (never one-hot):  discrete 0.058 (at 10,000 steps 0.063; one category nearly
                                                     without hearts: [1110, 710, 108]), best continuous 0.258
   the same as the 0.040 run, C_z capped at 15 nats:  discrete 0.008 (one category), best continuous 0.365
+  the same as the 0.040 run, model.hard=true (straight-through one-hots), 16,000 steps, 2 threads alone (30
+  steps/s, 9.6 min): discrete 0.000 (categories 87/13 whatever the shape), best continuous 0.273
 At gamma 150 the runs learnt nothing at all: each continuous mean is the same for every image (std 0.000) and
 sigma ~0.03-0.09, so KL_z meets C_z (26.7 and 39.9 nats) by constant offsets that carry no information; the
 decoder, fed a constant, draws the mean image and never starts to read the code. With gamma 10 the continuous code
