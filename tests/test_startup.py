@@ -89,6 +89,25 @@ def test_the_lean_fused_adam_step_is_torchs_step_bit_for_bit(kind, monkeypatch) 
     assert len(torch_calls) == 2 * 10 + 2, len(torch_calls)
 
 
+def test_the_lean_step_follows_a_group_added_after_it_was_patched() -> None:
+    """A group of float64 and float32 parameters added after eager_step: torch's parameters at every step (CPU's
+    fused kernel takes mixed dtypes; the lean step hands such a group to torch's step, which groups them, as CUDA's
+    kernel needs)."""
+    skip_dynamo_import()
+    pairs = {name: [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64)),
+                    torch.nn.Parameter(torch.ones(2))] for name in ("ours", "torch's")}
+    opts = {name: torch.optim.Adam([ps[0]], lr=0.1, fused=True) for name, ps in pairs.items()}
+    assert eager_step(opts["ours"])
+    for name, (a, b, c) in pairs.items():
+        opts[name].add_param_group({"params": [b, c]})  # added after the patch: float64 and float32 in one group
+    for _ in range(3):
+        for name, (a, b, c) in pairs.items():
+            opts[name].zero_grad()
+            (a.sin().sum() + b.cos().sum() + c.exp().sum()).backward()
+            opts[name].step()
+    assert all(torch.equal(x, y) for x, y in zip(pairs["ours"], pairs["torch's"]))
+
+
 def test_a_training_run_imports_neither_dynamo_nor_torchvision_nor_matplotlib(tmp_path) -> None:
     """Each costs start-up or epoch time a run on image data does not need: torch._dynamo 1.8 s, torchvision 2 s,
     matplotlib 0.5 CPU-s at the first picture and 0.2 at each after (the latent manifold is drawn with Pillow:

@@ -110,7 +110,8 @@ def lean_fused_adam_step(hooked):
             lr, (beta1, beta2) = group["lr"], group["betas"]
             states = [self.state.get(p) for p in params]
             if (group["amsgrad"] or group["maximize"] or any(isinstance(v, torch.Tensor) for v in (lr, beta1, beta2))
-                    or any(not state for state in states)):
+                    or any(not state for state in states)
+                    or len({(p.device, p.dtype) for p in params}) > 1):  # torch groups these (CUDA's kernel needs it)
                 return hooked(self)  # torch's own step: it makes missing state, and knows every option
             calls.append((params, states, group, lr, beta1, beta2))
         with torch.no_grad():
