@@ -177,6 +177,25 @@ def test_joint_vae_capacities_rise_linearly_and_the_discrete_one_stops_at_log_k(
     assert net.monitor == "elbo_loss"
 
 
+def test_joint_vae_excess_penalty_charges_only_the_kl_above_its_capacity(compose_cfg) -> None:
+    data, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]", "model.gamma=10",
+                       "model.continuous_capacity=8", "model.discrete_capacity=5", "model.capacity_steps=1000",
+                       "model.capacity_penalty=excess")
+    batch = data.train.head(32)
+    net.eval()
+    mu, logvar, logits = net.posterior_parts(batch.x)
+    kl_z = float(gaussian_kl(mu, logvar).mean(0).sum())
+    kl_c = float(categorical_kl_uniform(logits[0]).mean())
+    for step in (0, 1000):  # C = 0 (every KL above it) and C_z = 8, C_c = log 3 (both KLs below: free)
+        c_z, c_c = net.capacities(step)
+        torch.manual_seed(6)
+        terms = net.losses(batch, step)
+        assert float(terms["kl_continuous"]) == pytest.approx(10 * max(0.0, kl_z - c_z), rel=1e-5, abs=1e-6)
+        assert float(terms["kl_discrete"]) == pytest.approx(10 * max(0.0, kl_c - c_c), rel=1e-5, abs=1e-6)
+    assert kl_z < 8 and kl_c < math.log(3)  # so at step 1000 both terms were 0: nothing pushes a KL up
+    assert float(net.losses(batch, 0)["kl_continuous"]) > 0
+
+
 def test_joint_vae_ramps_each_capacity_over_its_own_steps(compose_cfg) -> None:
     _, net = _build(compose_cfg, "model=joint_vae", "latent_dim=9", "model.discrete=[3]",
                     "model.continuous_capacity=40", "model.discrete_capacity=1", "model.capacity_steps=1000",
