@@ -102,7 +102,8 @@ def test_short_training_uses_nearly_every_code_and_a_pixelcnn_prior_fits_the_ind
     scalars = net.diagnostics(data.val.head(256)).scalars
     assert scalars["codes_used"] >= 8 / 9, scalars  # measured: 1.0 (9 of 9)
     assert scalars["codebook_perplexity"] > 4.0, scalars  # measured: 4.74 of 9
-    assert float(net.losses(data.val.head(256), 0)["recon"]) < 0.8 * first
+    with torch.no_grad():
+        assert float(net.losses(data.val.head(256), 0)["recon"]) < 0.8 * first
     prior = fit_pixelcnn(net, data.train, epochs=2, out_dir=tmp_path / "prior", val=data.val, width=16, blocks=1)
     assert prior.codebook_size == 9 and prior.grid == (4, 4)
     assert prior.metrics["val_bits"] < math.log2(9)  # better than the uniform prior FSQ trains with
