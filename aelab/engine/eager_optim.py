@@ -20,13 +20,13 @@ Fused Adam and AdamW (what the trainer asks for) get a leaner step still: the sa
 _fused_adam runs (the step counters' +1, then torch._fused_adam_ or _fused_adamw_ with the group's settings),
 called on lists read from the optimizer's own state, without the Python torch puts around them (state
 checks, the per-step grouping by device and dtype, the profiler record and the hook dispatch). On the
-benchmark's MLP VAE (2 CPU cores) that is ~0.13 ms of a ~3.5 ms training step (measured: the hooked step 486-
-543 us, the lean one 370-405 us, the kernels ~330 us). It is taken only where nothing it leaves out could
-matter: no closure, no step hooks (the optimizer's or global), no profiler running, no gradient scaler's
-tensors, every group without amsgrad or maximize and with float hyperparameters, and the state of every
-parameter with a gradient already made (the first step, and the first after a parameter gets its first
-gradient, go through torch's own step, which makes it). Everything else goes through torch's step; the
-results are bit for bit the same (tests/test_startup.py).
+benchmark's MLP VAE (2 CPU cores) the step alone takes 370-405 us instead of 486-543 (the kernels ~330 us); in
+the training step that is 0.05-0.1 ms of ~3.7 ms, about 2% (docs/benchmark.md). It is taken only where
+nothing it leaves out could matter: no closure, no step hooks (the optimizer's or global), no profiler
+running, no gradient scaler's tensors, every group without amsgrad or maximize, with float hyperparameters
+and one device and dtype, and the state of every parameter with a gradient already made (the first step,
+and the first after a parameter gets its first gradient, go through torch's own step, which makes it).
+Everything else goes through torch's step; the results are bit for bit the same (tests/test_startup.py).
 """
 
 from __future__ import annotations
