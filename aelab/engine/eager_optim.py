@@ -77,14 +77,12 @@ def eager_step(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def _lean_applies(optimizer: torch.optim.Optimizer) -> bool:
-    """Fused Adam or AdamW (exactly those classes: a subclass may change step) with every parameter of one device
-    and one real floating dtype, so that torch's grouping by (device, dtype) would make one group."""
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-        return False
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    return (bool(params) and all(group.get("fused") and not group.get("capturable")
-                                 and not group.get("differentiable") for group in optimizer.param_groups)
-            and len({(p.device, p.dtype) for p in params}) == 1 and params[0].is_floating_point())
+    """Fused Adam or AdamW (exactly those classes: a subclass may change step), neither capturable nor
+    differentiable. (Fused Adam refuses parameters that are not floating point when it is made; a group of several
+    devices or dtypes is handed to torch's step at each step.)"""
+    return type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
+        group.get("fused") and not group.get("capturable") and not group.get("differentiable")
+        for group in optimizer.param_groups)
 
 
 def _no_hooks(optimizer: torch.optim.Optimizer) -> bool:
@@ -107,22 +105,22 @@ def lean_fused_adam_step(hooked):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            lr, (beta1, beta2) = group["lr"], group["betas"]
             states = [self.state.get(p) for p in params]
-            if (group["amsgrad"] or group["maximize"] or any(isinstance(v, torch.Tensor) for v in (lr, beta1, beta2))
+            if (group["amsgrad"] or group["maximize"]
+                    or any(isinstance(v, torch.Tensor) for v in (group["lr"], *group["betas"]))
                     or any(not state for state in states)
                     or len({(p.device, p.dtype) for p in params}) > 1):  # torch groups these (CUDA's kernel needs it)
                 return hooked(self)  # torch's own step: it makes missing state, and knows every option
-            calls.append((params, states, group, lr, beta1, beta2))
+            calls.append((params, states, group))
         with torch.no_grad():
-            for params, states, group, lr, beta1, beta2 in calls:
+            for params, states, group in calls:
                 steps = [state["step"] for state in states]
                 torch._foreach_add_(steps, 1)
                 kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
                 kernel(params, [p.grad for p in params], [state["exp_avg"] for state in states],
-                       [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False, lr=lr, beta1=beta1,
-                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                       grad_scale=None, found_inf=None)
+                       [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False, lr=group["lr"],
+                       beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=group["weight_decay"],
+                       eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
         return None
 
     return functools.wraps(hooked)(step)
