@@ -19,6 +19,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (registered under its name: dataclasses look their module up by it)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 # AELAB_TEST_DEVICE=cuda runs every test built on TINY on a GPU (a lent one: CI has none); tests/test_cuda.py adds the
 # GPU's own checks.
 TEST_DEVICE = os.environ.get("AELAB_TEST_DEVICE", "cpu")

@@ -3,27 +3,18 @@ accepts, pictures stay small, and the quick run draws every preset's pictures an
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, load_script
 
 SCRIPT = REPO / "scripts" / "gallery.py"
 
 
-def load_gallery():
-    spec = importlib.util.spec_from_file_location("gallery", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gallery"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-gallery = load_gallery()
+gallery = load_script("gallery")
 
 
 def test_every_preset_has_exactly_one_entry() -> None:

@@ -14,7 +14,7 @@ from aelab.engine.build import build_model
 from aelab.errors import UserError
 from aelab.models.gumbel import categorical_kl_uniform, gumbel_softmax, temperature, uniform_one_hot
 from aelab.models.vae import gaussian_kl
-from conftest import TINY
+from conftest import TINY, load_script
 
 CPU = torch.device("cpu")
 
@@ -225,13 +225,7 @@ def _dupont_reference(cont: int, disc: int) -> torch.nn.Module:
 
 
 def test_duponts_released_weights_load_into_joint_vae_on_burgess_conv(compose_cfg) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "joint_vae_shape.py"
-    spec = importlib.util.spec_from_file_location("joint_vae_shape", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("joint_vae_shape")
     data, net = _build(compose_cfg, "model=joint_vae", "arch=burgess_conv", "data.source.size=64",
                        "data.source.n=64", "latent_dim=9", "model.discrete=[3]")
     torch.manual_seed(7)
