@@ -113,6 +113,9 @@ def score(model, data, label: str) -> dict[str, object]:
         entropy = float(np.log(sizes[f]))
         best = max((_mutual_information(binned[:, d], values) for d in range(c)), default=0.0)
         out["continuous_by_factor"][name] = round(best / entropy, 3)
+    # and what the discrete code holds of each factor: where it has not taken the shape, what it took instead
+    out["discrete_by_factor"] = {name: round(_mutual_information(discrete, factors[:, f]) / float(np.log(sizes[f])), 3)
+                                 for f, name in enumerate(names)}
     with torch.no_grad():  # the reconstruction of the codes (means, most probable category): does the net read them
         x = data.factors.render(torch.from_numpy(factors[:1000]))
         out["recon_nats"] = float(model.likelihood.nll(model.decode(model.encode(x)), x).mean())
@@ -197,6 +200,7 @@ def main() -> None:
     print("MI(shape; continuous dim d) = " + ", ".join(f"{d}: {v:.3f}" for d, v in enumerate(mi_c)))
     print(f"category x shape counts (rows: category; columns: square, ellipse, heart): {result['category_by_shape']}")
     print("best continuous dim's MI with each factor / its entropy:", result["continuous_by_factor"])
+    print("the discrete code's MI with each factor / its entropy:", result["discrete_by_factor"])
     print(f"reconstruction of the codes: {result['recon_nats']:.1f} nats per image")
     print(f"discrete code >= every continuous dim and >= {MIN_MI} nats:", result["discrete_wins"])
     sys.exit(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,3 +244,40 @@ def test_duponts_released_weights_load_into_joint_vae_on_burgess_conv(compose_cf
         z = net.encode(x)
         image = ref.features_to_img(ref.latent_to_features(z).view(-1, 64, 4, 4))
         assert torch.allclose(net.likelihood.mean(net.decode(z)), image, atol=1e-5)
+
+
+@pytest.mark.parametrize("discrete_holds_shape", [True, False])
+def test_the_shape_check_reads_which_code_holds_the_shape(compose_cfg, monkeypatch, discrete_holds_shape) -> None:
+    """scripts/joint_vae_shape.py's measurement on designed codes: where the 3-way category is the shape it holds all
+    of H(shape) and wins; where a continuous dim is the shape and the category is the posX half, it loses, and its
+    per-factor MI names posX as what it took instead."""
+    import aelab.metrics.disentanglement as metrics
+
+    script = load_script("joint_vae_shape")
+    cfg = compose_cfg([*TINY, "data=dsprites", "data.size=32", "data.subsample=600", "model=joint_vae",
+                       "latent_dim=5", "model.discrete=[3]"])
+    data = build_data(cfg.data, CPU)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.shape, data.num_classes)
+    names = list(data.factors.names)
+    shape_col, posx_col = names.index("shape"), names.index("posX")
+
+    def designed_codes(encode, source, factors):  # (N, 2 continuous + 3 one-hot)
+        rng = np.random.default_rng(1)
+        shape, posx = factors[:, shape_col], factors[:, posx_col]
+        category = shape if discrete_holds_shape else (posx >= 16).astype(int)
+        first = rng.normal(size=len(factors)) if discrete_holds_shape else shape + 0.1 * rng.normal(size=len(factors))
+        return np.concatenate([np.stack([first, rng.normal(size=len(factors))], 1), np.eye(3)[category]], 1)
+
+    monkeypatch.setattr(metrics, "encode_factors", designed_codes)
+    out = script.score(model, data, label="designed")
+    h_shape = math.log(3)
+    if discrete_holds_shape:
+        assert out["mi_shape_discrete"] == pytest.approx(h_shape, abs=0.01)  # the plug-in MI of a 10,000-point sample
+        assert out["discrete_by_factor"]["shape"] == pytest.approx(1.0, abs=0.01)
+        assert max(out["mi_shape_continuous"]) < 0.01 and out["discrete_wins"]
+    else:
+        assert out["mi_shape_discrete"] < 0.01 and out["mi_shape_continuous"][0] == pytest.approx(h_shape, abs=0.01)
+        assert out["discrete_by_factor"]["posX"] == pytest.approx(math.log(2) / math.log(32), abs=0.01)
+        assert not out["discrete_wins"]
+    assert out["category_by_shape"] and math.isfinite(out["recon_nats"])
