@@ -4,7 +4,7 @@
     python scripts/gallery.py                        # every preset -> docs/gallery/ (~40 minutes on 2 shared cores,
                                                      # + ~58, ~47, ~46 and ~43 for beta_tcvae_dsprites,
                                                      # beta_vae_dsprites, factor_vae_dsprites and dip_vae_dsprites,
-                                                     # not shortened)
+                                                     # not shortened, and ~25 for joint_vae_dsprites's shape recipe)
     python scripts/gallery.py --only beta_tcvae_dsprites --from-run beta_tcvae_dsprites=<run>  # from its own run
     python scripts/gallery.py --quick --out /tmp/g   # a smoke run of every preset (about 2 minutes)
     python scripts/gallery.py --only vae_2d          # redo one preset (repeatable); the page keeps the others
@@ -299,6 +299,8 @@ def trained_run(entry: Entry, run: Path) -> tuple[float, str]:
         raise GalleryError(f"--from-run {entry.preset}={run}: trained with {overrides}, not experiment={entry.preset}")
     metrics = json.loads(metrics_file.read_text())
     extra = [o for o in overrides if o != f"experiment={entry.preset}" and not o.startswith(("hydra.", "logger="))]
+    last = {o.split("=", 1)[0]: i for i, o in enumerate(extra)}  # a key given twice: Hydra applies the later value
+    extra = [o for i, o in enumerate(extra) if last[o.split("=", 1)[0]] == i]
     command = f"aelab train experiment={entry.preset}{''.join(' ' + o for o in extra)}"
     return float(metrics.get("time/wall_s", metrics.get("time/train_s", 0.0))), command
 

@@ -92,12 +92,13 @@ def test_from_run_draws_a_preset_from_its_own_timed_run(tmp_path, capsys) -> Non
     entry = next(e for e in gallery.ENTRIES if e.preset == "beta_tcvae_dsprites")
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text("- experiment=beta_tcvae_dsprites\n- seed=0\n- hydra.run.dir=x\n")
+    (run / ".hydra" / "overrides.yaml").write_text(  # data.size given twice: Hydra applies the later one
+        "- experiment=beta_tcvae_dsprites\n- data.size=32\n- seed=0\n- data.size=64\n- hydra.run.dir=x\n")
     with pytest.raises(gallery.GalleryError, match="not a finished aelab run"):
         gallery.trained_run(entry, run)
     (run / "metrics.json").write_text('{"time/wall_s": 3512.5}')
     seconds, how = gallery.trained_run(entry, run)
-    assert seconds == 3512.5 and how == "aelab train experiment=beta_tcvae_dsprites seed=0"
+    assert seconds == 3512.5 and how == "aelab train experiment=beta_tcvae_dsprites seed=0 data.size=64"
     other = next(e for e in gallery.ENTRIES if e.preset == "factor_vae_dsprites")
     with pytest.raises(gallery.GalleryError, match="not experiment=factor_vae_dsprites"):
         gallery.trained_run(other, run)
