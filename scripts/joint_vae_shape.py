@@ -122,17 +122,16 @@ def score(model, data, label: str) -> dict[str, object]:
            "mi_shape_discrete": _mutual_information(discrete, shape),
            "mi_shape_continuous": continuous, "best_continuous_dim": int(np.argmax(continuous)) if c else None,
            "category_by_shape": table.tolist()}
-    # what the continuous code learnt of each factor at all (its best dim's MI, normalised by the factor's entropy):
-    # a run that learnt nothing has 0 everywhere, and then "the discrete code >= every continuous dim" means nothing
-    out["continuous_by_factor"] = {}
+    # per factor, MI normalised by the factor's entropy: what the continuous code learnt at all (its best dim; a run
+    # that learnt nothing has 0 everywhere, and then "the discrete code >= every continuous dim" means nothing), and
+    # what the discrete code holds (where it has not taken the shape, what it took instead)
+    out["continuous_by_factor"], out["discrete_by_factor"] = {}, {}
     for f, name in enumerate(names):
         values = factors[:, f]
         entropy = float(np.log(sizes[f]))
         best = max((_mutual_information(binned[:, d], values) for d in range(c)), default=0.0)
         out["continuous_by_factor"][name] = round(best / entropy, 3)
-    # and what the discrete code holds of each factor: where it has not taken the shape, what it took instead
-    out["discrete_by_factor"] = {name: round(_mutual_information(discrete, factors[:, f]) / float(np.log(sizes[f])), 3)
-                                 for f, name in enumerate(names)}
+        out["discrete_by_factor"][name] = round(_mutual_information(discrete, values) / entropy, 3)
     with torch.no_grad():  # the reconstruction of the codes (means, most probable category): does the net read them
         x = data.factors.render(torch.from_numpy(factors[:1000]))
         out["recon_nats"] = float(model.likelihood.nll(model.decode(model.encode(x)), x).mean())

@@ -31,6 +31,8 @@ def load_script(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
 # AELAB_TEST_DEVICE=cuda runs every test built on TINY on a GPU (a lent one: CI has none); tests/test_cuda.py adds the
 # GPU's own checks.
 TEST_DEVICE = os.environ.get("AELAB_TEST_DEVICE", "cpu")

@@ -254,11 +254,8 @@ def test_the_shape_check_reads_which_code_holds_the_shape(compose_cfg, monkeypat
     import aelab.metrics.disentanglement as metrics
 
     script = load_script("joint_vae_shape")
-    cfg = compose_cfg([*TINY, "data=dsprites", "data.size=32", "data.subsample=600", "model=joint_vae",
-                       "latent_dim=5", "model.discrete=[3]"])
-    data = build_data(cfg.data, CPU)
-    torch.manual_seed(0)
-    model = build_model(cfg, data.shape, data.num_classes)
+    data, model = _build(compose_cfg, "data=dsprites", "data.size=32", "data.subsample=600", "model=joint_vae",
+                         "latent_dim=5", "model.discrete=[3]")
     names = list(data.factors.names)
     shape_col, posx_col = names.index("shape"), names.index("posX")
 
