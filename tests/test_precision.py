@@ -149,3 +149,74 @@ def test_a_conv_stacks_layout_key_does_not_depend_on_the_precision(monkeypatch) 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             conv._channels_last_is_faster(stack, x, ())  # the encoder is the layout-tuned stack
     assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def _bf16_rounded(t: torch.Tensor) -> torch.Tensor:
+    return t.bfloat16().double()
+
+
+@pytest.mark.skipif(not precision.cpu_has_bf16_dot(), reason="oneDNN takes the bf16 setting only where the CPU has it")
+def test_bf16_matmuls_round_the_operands_and_leave_exact_blocks_exact() -> None:
+    """Inside bf16_matmuls() an fp32 product is the fp32-accumulated product of the bf16-rounded operands, in both
+    directions of autograd; full_precision() inside it and everything after it compute exactly again."""
+    from aelab.nets.precision import bf16_matmuls, bf16_matmuls_on, full_precision
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 96, generator=g)
+    w = torch.randn(32, 96, generator=g).requires_grad_()
+    exact = x.double() @ w.detach().double().T
+    rounded = _bf16_rounded(x) @ _bf16_rounded(w.detach()).T
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    with bf16_matmuls():
+        assert bf16_matmuls_on()
+        y = torch.nn.functional.linear(x, w)
+        with full_precision(x) as (held,):
+            inside = held @ w.detach().T
+            assert not bf16_matmuls_on()
+        assert bf16_matmuls_on()
+        y.backward(torch.ones_like(y))
+    assert torch.backends.mkldnn.matmul.fp32_precision == before and not bf16_matmuls_on()
+    assert y.dtype == torch.float32 and w.grad.dtype == torch.float32
+    assert (y.double() - rounded).abs().max() < 1e-3 < (y.double() - exact).abs().max()  # bf16 rounding's size
+    assert (inside.double() - exact).abs().max() < 1e-3
+    grad_rounded = torch.ones(64, 32, dtype=torch.float64).T @ _bf16_rounded(x)
+    assert (w.grad.double() - grad_rounded).abs().max() < 1e-3
+    after = x @ w.detach().T
+    assert (after.double() - exact).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("model", ["vae", "wae"])
+def test_bf16_matmul_steps_reach_fp32s_loss_and_validate_exactly(bf16_cpu, compose_cfg, tmp_path, model: str,
+                                                                   monkeypatch) -> None:
+    """The bf16_matmul path forced: the step runs in fp32 without autocast, its matmuls rounded to bf16 by oneDNN,
+    and reaches fp32's validation loss within 1%; validation itself runs with the setting off (exact fp32)."""
+    from aelab.engine.build import build_trainer
+    from aelab.nets import precision as nets_precision
+
+    seen = []
+    real_measure = trainer_mod.measure
+    monkeypatch.setattr(trainer_mod, "measure",
+                        lambda *a, **k: seen.append(nets_precision.bf16_matmuls_on()) or real_measure(*a, **k))
+    losses = {}
+    for name, extra in (("matmuls", ["trainer.fast_path.cpu_bf16=on", "trainer.fast_path.bf16_matmul=on"]),
+                        ("fp32", ["trainer.precision=fp32"])):
+        FAST_PATHS.configure("auto")
+        torch.manual_seed(0)
+        trainer, _ = build_trainer(compose_cfg([f"model={model}", *TINY, "epochs=3", *extra]), torch.device("cpu"),
+                                   tmp_path / name)
+        summary = trainer.fit()
+        assert trainer.bf16_matmuls is (name == "matmuls") and trainer.amp_dtype is None
+        losses[name] = summary["val/loss"]
+    assert seen and not any(seen)
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"
+    assert losses["matmuls"] == pytest.approx(losses["fp32"], rel=0.01)
+
+
+def test_autocast_stays_where_bf16_matmuls_lose(bf16_cpu, compose_cfg, tmp_path) -> None:
+    trainer = _fit(compose_cfg, tmp_path, "ac", ["trainer.fast_path.cpu_bf16=on", "trainer.fast_path.bf16_matmul=off"],
+                   steps=3)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.bf16_matmuls
+    compiled = _fit(compose_cfg, tmp_path, "compiled", ["trainer.fast_path.cpu_bf16=on",
+                                                        "trainer.fast_path.bf16_matmul=on", "trainer.compile=true"],
+                    steps=2)
+    assert compiled.amp_dtype == torch.bfloat16 and not compiled.bf16_matmuls  # a compiled step keeps autocast

@@ -10,6 +10,9 @@ What runs in bf16 is the networks' layers; their outputs come back to fp32 (`kee
 are computed in fp32, with the expansions that cancel held in fp32 under autocast (aelab/nets/precision.py). So a
 bf16 run reports the same losses as an fp32 one to well inside a seed's spread (scripts/bench_peer.py compares
 the test losses, tests/test_precision.py trains both ways).
+
+Where autocast wins, a second timing (the `bf16_matmul` path) asks whether the step is faster still in fp32 with
+oneDNN rounding only the matmuls' operands to bf16 (aelab/nets/precision.py's `bf16_matmuls`): the MLP VAE's is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from aelab.nets.fastpath import FAST_PATHS, rows_bucket
+from aelab.nets.precision import bf16_matmuls
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
 
@@ -56,19 +60,49 @@ def bf16_pays(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
     return candidates
 
 
+def bf16_matmuls_pay(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
+    """The two ways of bf16 for one training step's forward and backward (an fp32 step with bf16 matmuls, bf16
+    autocast) for FastPaths.choose."""
+
+    def candidates():
+        def run(implicit: bool) -> None:
+            with bf16_matmuls(implicit):  # the backward's matmuls too
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not implicit):
+                    total = sum(loss().values())
+                total.backward()
+
+        return lambda: run(True), lambda: run(False), None
+
+    return candidates
+
+
 def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
-    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded).
+    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded)."""
+    return _choose_step("cpu_bf16", model, bf16_pays(loss), rows)
+
+
+def choose_bf16_matmuls(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
+    """Where bf16 pays: whether the step runs in fp32 with oneDNN's bf16 matmuls instead of under autocast (the
+    `bf16_matmul` fast path). Autocast casts every weight to bf16 in the forward and every weight gradient back in
+    the backward, kernels of their own that stream the weights through memory twice more; oneDNN rounds operands
+    as it packs them anyway. Which is faster depends on the model: matmul-bound MLPs gain, convolutions (left in
+    exact fp32 by the matmul setting) lose."""
+    return _choose_step("bf16_matmul", model, bf16_matmuls_pay(loss), rows)
+
+
+def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], rows: int) -> bool:
+    """A choice between two ways of this model's training step, timed on the step itself.
 
     Timing leaves no trace: the random state is restored, buffers (BatchNorm statistics, EMA codebooks) are put
     back and gradients too, so a run that times draws and computes exactly as one that read the cache."""
     key = step_key(model, rows)
-    if FAST_PATHS.known("cpu_bf16", key) is None:
+    if FAST_PATHS.known(path, key) is None:
         hooks = keep_outputs_fp32(model)  # time the step as it would run
         saved = [b.detach().clone() for b in model.buffers()]
         grads = [p.grad for p in model.parameters()]
         try:
             with torch.random.fork_rng(devices=[]):
-                FAST_PATHS.choose("cpu_bf16", key, bf16_pays(loss))
+                FAST_PATHS.choose(path, key, candidates)
         finally:
             for buffer, value in zip(model.buffers(), saved):
                 buffer.copy_(value)
@@ -76,7 +110,7 @@ def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], row
                 p.grad = g
             for h in hooks:
                 h.remove()
-    return bool(FAST_PATHS.known("cpu_bf16", key))
+    return bool(FAST_PATHS.known(path, key))
 
 
 def _to_fp32(module: nn.Module, inputs: tuple, output):

@@ -22,7 +22,7 @@ from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
 from aelab.engine.eager_optim import eager_step, skip_dynamo_import
 from aelab.engine.options import TrainerOptions
-from aelab.engine.precision import choose_cpu_bf16, cpu_has_bf16_dot, keep_outputs_fp32
+from aelab.engine.precision import choose_bf16_matmuls, choose_cpu_bf16, cpu_has_bf16_dot, keep_outputs_fp32
 from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.measure import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
@@ -31,6 +31,7 @@ from aelab.files import atomic_path
 from aelab.instantiate import build
 from aelab.models.base import Autoencoder
 from aelab.nets.fastpath import FAST_PATHS
+from aelab.nets.precision import bf16_matmuls
 from aelab.viz.logger import Logger
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Trainer:
         self.precision_pending = (options.precision == "auto" and device.type == "cpu" and bool(self.phases)
                                   and cpu_has_bf16_dot())
         self._fp32_hooks = keep_outputs_fp32(self.model) if self.amp_dtype is not None else []
+        self.bf16_matmuls = False  # an fp32 step with oneDNN's bf16 matmuls: chosen by timing where bf16 pays
         # fp16 needs its gradients scaled so small ones do not flush to zero; bf16 and fp32 do not
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         # opt-in: compilation costs seconds up front and pays off on long runs
@@ -218,6 +220,11 @@ class Trainer:
         if self.precision_pending:
             self._choose_precision(batch)
         self.step += 1
+        with bf16_matmuls(self.bf16_matmuls):
+            return self._phases_step(batch)
+
+    def _phases_step(self, batch) -> dict[str, torch.Tensor]:
+        """train_step's phases, each a forward, backward and optimizer step."""
         logged: dict[str, torch.Tensor] = {}
         for phase, optimizer in zip(self.phases, self.optimizers):
             loss_fn = phase.loss or self.loss_fn  # a phase may compute only its own terms
@@ -248,11 +255,18 @@ class Trainer:
         return logged
 
     def _choose_precision(self, batch) -> None:
-        """trainer.precision=auto on a CPU with bf16 dot products: bf16 autocast if this model's step is faster so
-        (timed once per machine, or the run's own choice when resuming; aelab/engine/precision.py)."""
+        """trainer.precision=auto on a CPU with bf16 dot products: bf16 if this model's step is faster so, then whether
+        by autocast or by oneDNN's bf16 matmuls in an fp32 step (each timed once per machine, or the run's own choice
+        when resuming; aelab/engine/precision.py)."""
         self.precision_pending = False
         loss_fn = self.phases[0].loss or self.loss_fn
-        if choose_cpu_bf16(self.model, lambda: loss_fn(batch, self.step + 1), len(batch)):
+        step = lambda: loss_fn(batch, self.step + 1)  # noqa: E731
+        if not choose_cpu_bf16(self.model, step, len(batch)):
+            return
+        # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it)
+        if not self.options.compile and choose_bf16_matmuls(self.model, step, len(batch)):
+            self.bf16_matmuls = True
+        else:
             self.amp_dtype = torch.bfloat16
             self._fp32_hooks = keep_outputs_fp32(self.model)
 

@@ -44,6 +44,8 @@ PATHS = {  # name: (the fast way, the plain way)
     "bernoulli_nll": ("log-free Bernoulli NLL", "BCE with logits"),
     "conv_layout": ("channels-last", "contiguous"),
     "cpu_bf16": ("bf16 autocast", "fp32"),  # trainer.precision=auto on a CPU with bf16 dot products (engine/precision.py)
+    # where bf16 autocast won: an fp32 step whose matmuls oneDNN computes on bf16-rounded operands (nets/precision.py)
+    "bf16_matmul": ("bf16 matmuls in an fp32 step", "bf16 autocast"),
 }
 MODES = ("auto", "on", "off", "retune")
 TIE = 0.03  # the fast way must win by more than this fraction: a tie keeps torch's own op

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from aelab.nets.fastpath import FAST_PATHS, probe, rows_bucket
+from aelab.nets.precision import bf16_matmuls_on
 
 
 def _onednn_op():
@@ -84,7 +85,9 @@ def onednn_is_faster(rows: int, weight: Tensor, bias: Tensor | None, backward: b
     """The `linear` fast path's choice for a (rows, in) x (out, in) product: times oneDNN against torch's
     matmul on random operands of that shape, forward and (when training) the two backward products."""
     n_out, n_in = weight.shape
-    key = f"{rows_bucket(rows)}x{n_in}x{n_out}{' train' if backward else ''}"
+    # inside bf16_matmuls() both ways round their operands to bf16 and time differently: a choice of their own
+    mode = (" train" if backward else "") + (" bf16 matmuls" if bf16_matmuls_on() else "")
+    key = f"{rows_bucket(rows)}x{n_in}x{n_out}{mode}"
 
     def candidates():
         x, w = probe(rows, n_in), probe(n_out, n_in)
