@@ -59,7 +59,7 @@ SIBLINGS_APART = {("metrics", "viz"), ("viz", "metrics"), ("nets", "data"), ("da
 INSIDE: dict[str, list[set[str]]] = {
     "commands": [{"_common"}, {"results", "examples"}, {"session"}, {"_apply", "samplers"}],
     "models": [{"likelihoods"}, {"base", "priors", "mmd"}],
-    "nets": [{"__init__", "fastpath"}, {"linear", "adapter"}],
+    "nets": [{"__init__", "fastpath", "precision"}, {"linear", "adapter"}],
     "data": [{"base"}, {"sources"}],
     "engine": [{"options"}],
     "metrics": [{"directions"}],

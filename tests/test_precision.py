@@ -216,7 +216,11 @@ def test_autocast_stays_where_bf16_matmuls_lose(bf16_cpu, compose_cfg, tmp_path)
     trainer = _fit(compose_cfg, tmp_path, "ac", ["trainer.fast_path.cpu_bf16=on", "trainer.fast_path.bf16_matmul=off"],
                    steps=3)
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.bf16_matmuls
-    compiled = _fit(compose_cfg, tmp_path, "compiled", ["trainer.fast_path.cpu_bf16=on",
-                                                        "trainer.fast_path.bf16_matmul=on", "trainer.compile=true"],
-                    steps=2)
+    from aelab.engine.build import build_trainer
+
+    FAST_PATHS.configure("auto")
+    compiled, data = build_trainer(compose_cfg(["model=vae", *TINY, "trainer.compile=true",
+                                                "trainer.fast_path.cpu_bf16=on", "trainer.fast_path.bf16_matmul=on"]),
+                                   torch.device("cpu"), tmp_path / "compiled")
+    compiled._choose_precision(data.train.head(8))  # both paths forced: nothing is timed (nor compiled)
     assert compiled.amp_dtype == torch.bfloat16 and not compiled.bf16_matmuls  # a compiled step keeps autocast
