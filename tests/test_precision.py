@@ -224,3 +224,35 @@ def test_autocast_stays_where_bf16_matmuls_lose(bf16_cpu, compose_cfg, tmp_path)
                                    torch.device("cpu"), tmp_path / "compiled")
     compiled._choose_precision(data.train.head(8))  # both paths forced: nothing is timed (nor compiled)
     assert compiled.amp_dtype == torch.bfloat16 and not compiled.bf16_matmuls  # a compiled step keeps autocast
+
+
+def test_a_resumed_run_takes_back_its_bf16_matmuls(bf16_cpu, compose_cfg, tmp_path) -> None:
+    """A run that chose bf16 matmuls by timing records it; resumed on a machine whose cache says autocast, it
+    computes with its own choice and continues exactly as the straight run did."""
+    from aelab.commands import train
+    from aelab.nets import fastpath
+
+    key = None
+
+    def say(fast: bool) -> None:  # the machine's cache: bf16 pays, and this way (or autocast) is the faster
+        nonlocal key
+        entries = {f"cpu_bf16|{key}": {"fast": True, "fast_us": 1.0, "plain_us": 2.0, "steady": True},
+                   f"bf16_matmul|{key}": {"fast": fast, "fast_us": 1.0, "plain_us": 2.0, "steady": True}}
+        (tmp_path / "data-dir").mkdir(exist_ok=True)
+        (tmp_path / "data-dir" / "fastpaths.json").write_text(json.dumps({fastpath.machine_fingerprint(): entries}))
+        FAST_PATHS.configure("auto")
+
+    base = ["model=vae", *TINY, "trainer.limit_batches=4"]
+    probe_trainer = _fit(compose_cfg, tmp_path, "probe", [], steps=1)
+    key = precision.step_key(probe_trainer.model, 64)
+    say(True)
+    straight = train.run(compose_cfg([*base, "epochs=2"]), tmp_path / "straight", [*base, "epochs=2"])
+    say(True)
+    train.run(compose_cfg([*base, "epochs=1"]), tmp_path / "split", [*base, "epochs=1"])
+    say(False)  # the machine now prefers autocast: the run's record must win
+    resumed = train.run(compose_cfg([f"resume={tmp_path / 'split'}", "epochs=2"]), tmp_path / "split",
+                        [f"resume={tmp_path / 'split'}", "epochs=2"])
+    sources = {c.path: c.source for c in FAST_PATHS.choices()}
+    assert sources["bf16_matmul"] == "the run's" and FAST_PATHS.known("bf16_matmul", key) is True
+    for name in ("train/loss", "val/loss"):
+        assert resumed[name] == straight[name], name
