@@ -185,7 +185,7 @@ def test_bf16_matmuls_round_the_operands_and_leave_exact_blocks_exact() -> None:
     assert (after.double() - exact).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("model", ["vae", "wae"])
+@pytest.mark.parametrize("model", ["vae", "iwae"])
 def test_bf16_matmul_steps_reach_fp32s_loss_and_validate_exactly(bf16_cpu, compose_cfg, tmp_path, model: str,
                                                                    monkeypatch) -> None:
     """The bf16_matmul path forced: the step runs in fp32 without autocast, its matmuls rounded to bf16 by oneDNN,
@@ -256,3 +256,28 @@ def test_a_resumed_run_takes_back_its_bf16_matmuls(bf16_cpu, compose_cfg, tmp_pa
     assert sources["bf16_matmul"] == "the run's" and FAST_PATHS.known("bf16_matmul", key) is True
     for name in ("train/loss", "val/loss"):
         assert resumed[name] == straight[name], name
+
+
+@pytest.mark.skipif(not precision.cpu_has_bf16_dot(), reason="oneDNN takes the bf16 setting only where the CPU has it")
+def test_a_step_with_exact_blocks_keeps_autocast(bf16_cpu, compose_cfg, tmp_path) -> None:
+    """Autograd runs a full_precision() block's backward after the block has closed: under bf16_matmuls() its
+    matmuls would round (the gradient of |a - b|^2 for close codes far from the origin turns to noise), under
+    autocast they stay fp32. So a model whose step enters such a block (WAE's MMD) keeps autocast, even forced."""
+    g = torch.Generator().manual_seed(0)
+    a = (20 + torch.randn(64, 8, generator=g) * 0.1).requires_grad_()
+    b = 20 + torch.randn(32, 8, generator=g) * 0.1
+    exact = 2 * (a.detach().double()[:, None] - b.double()[None]).sum(1)  # d/da of sum_j |a - b_j|^2
+    errors = {}
+    for name in ("autocast", "matmuls"):
+        a.grad = None
+        from aelab.nets.precision import bf16_matmuls
+
+        with bf16_matmuls(name == "matmuls"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "autocast"):
+                d = squared_distances(a, b)
+            d.sum().backward()
+        errors[name] = (a.grad.double() - exact).abs().max().item()
+    assert errors["autocast"] < 1e-3 < 0.05 < errors["matmuls"]
+    trainer = _fit(compose_cfg, tmp_path, "wae", ["model=wae", "trainer.fast_path.cpu_bf16=on",
+                                                  "trainer.fast_path.bf16_matmul=on"], steps=2)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.bf16_matmuls

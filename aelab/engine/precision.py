@@ -17,14 +17,15 @@ oneDNN rounding only the matmuls' operands to bf16 (aelab/nets/precision.py's `b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from aelab.nets.fastpath import FAST_PATHS, rows_bucket
-from aelab.nets.precision import bf16_matmuls
+from aelab.nets.precision import bf16_matmuls, exact_blocks_entered
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
 
@@ -90,27 +91,42 @@ def choose_bf16_matmuls(model: nn.Module, loss: Callable[[], dict[str, Tensor]],
     return _choose_step("bf16_matmul", model, bf16_matmuls_pay(loss), rows)
 
 
-def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], rows: int) -> bool:
-    """A choice between two ways of this model's training step, timed on the step itself.
+def step_has_exact_blocks(model: nn.Module, loss: Callable[[], dict[str, Tensor]]) -> bool:
+    """Whether this model's training step enters full_precision() (MMD distances, mixture densities, VQ look-ups,
+    covariances): one forward pass, leaving no trace. Such a step keeps autocast (see exact_blocks_entered)."""
+    before = exact_blocks_entered()
+    with _no_trace(model), torch.no_grad():
+        loss()
+    return exact_blocks_entered() > before
 
-    Timing leaves no trace: the random state is restored, buffers (BatchNorm statistics, EMA codebooks) are put
-    back and gradients too, so a run that times draws and computes exactly as one that read the cache."""
+
+def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], rows: int) -> bool:
+    """A choice between two ways of this model's training step, timed on the step itself."""
     key = step_key(model, rows)
     if FAST_PATHS.known(path, key) is None:
-        hooks = keep_outputs_fp32(model)  # time the step as it would run
-        saved = [b.detach().clone() for b in model.buffers()]
-        grads = [p.grad for p in model.parameters()]
-        try:
-            with torch.random.fork_rng(devices=[]):
-                FAST_PATHS.choose(path, key, candidates)
-        finally:
-            for buffer, value in zip(model.buffers(), saved):
-                buffer.copy_(value)
-            for p, g in zip(model.parameters(), grads):
-                p.grad = g
-            for h in hooks:
-                h.remove()
+        with _no_trace(model):
+            FAST_PATHS.choose(path, key, candidates)
     return bool(FAST_PATHS.known(path, key))
+
+
+@contextlib.contextmanager
+def _no_trace(model: nn.Module) -> Iterator[None]:
+    """Steps run to time or inspect the model leave no trace: the random state is restored, buffers (BatchNorm
+    statistics, EMA codebooks) are put back and gradients too, so a run that times draws and computes exactly as
+    one that read the cache. The networks hand back fp32 outputs meanwhile, as under the run's autocast."""
+    hooks = keep_outputs_fp32(model)
+    saved = [b.detach().clone() for b in model.buffers()]
+    grads = [p.grad for p in model.parameters()]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        for buffer, value in zip(model.buffers(), saved):
+            buffer.copy_(value)
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        for h in hooks:
+            h.remove()
 
 
 def _to_fp32(module: nn.Module, inputs: tuple, output):

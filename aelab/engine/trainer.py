@@ -22,7 +22,8 @@ from aelab.engine.device import autocast, autocast_dtype
 from aelab.engine.distributed import Distributed
 from aelab.engine.eager_optim import eager_step, skip_dynamo_import
 from aelab.engine.options import TrainerOptions
-from aelab.engine.precision import choose_bf16_matmuls, choose_cpu_bf16, cpu_has_bf16_dot, keep_outputs_fp32
+from aelab.engine.precision import (choose_bf16_matmuls, choose_cpu_bf16, cpu_has_bf16_dot, keep_outputs_fp32,
+                                   step_has_exact_blocks)
 from aelab.engine.progress import EpochProgress, seconds_since_launch
 from aelab.engine.measure import Report, measure, monitor_of
 from aelab.engine.stop import StopSignals, TrainingInterrupted
@@ -263,8 +264,13 @@ class Trainer:
         step = lambda: loss_fn(batch, self.step + 1)  # noqa: E731
         if not choose_cpu_bf16(self.model, step, len(batch)):
             return
-        # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it)
-        if not self.options.compile and choose_bf16_matmuls(self.model, step, len(batch)):
+        # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it, and
+        # so does a step with exact blocks, whose backward matmuls only autocast leaves in fp32)
+        exact = not self.options.compile and step_has_exact_blocks(self.model, step)
+        if exact:
+            log.info("bf16 autocast: this model's step has exact (full_precision) blocks, whose backward matmuls "
+                     "bf16 matmuls in an fp32 step would round")
+        if not self.options.compile and not exact and choose_bf16_matmuls(self.model, step, len(batch)):
             self.bf16_matmuls = True
         else:
             self.amp_dtype = torch.bfloat16

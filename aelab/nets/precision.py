@@ -8,7 +8,8 @@ the three terms cancel to noise. Such computations run inside `full_precision()`
 The other way to bf16 on a CPU is `bf16_matmuls()`: the step stays in fp32 and oneDNN rounds each matmul's
 operands to bf16 as it packs them (accumulating in fp32, returning fp32). Nothing is cast by a kernel of its own
 and no activation is stored in bf16: on the MLP VAE that step ran 11-14% faster than autocast's on an AMX Xeon, on
-convolutions much slower (the trainer times it: aelab/engine/precision.py).
+convolutions much slower (the trainer times it: aelab/engine/precision.py). A step that enters full_precision()
+keeps autocast: the setting is global, and the block's backward runs after the block has closed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from torch import Tensor
 
 
 _BF16_MATMULS = False  # inside bf16_matmuls(): the layers' fast-path keys name it (their timings differ)
+_EXACT_BLOCKS = 0  # full_precision() blocks entered in this process
 
 
 def bf16_matmuls_on() -> bool:
     return _BF16_MATMULS
+
+
+def exact_blocks_entered() -> int:
+    """How many full_precision() blocks this process has entered: a step that enters one cannot take
+    bf16_matmuls(), whose setting would round those blocks' matmuls in the backward pass (autograd runs them after
+    the block has closed), where autocast computes them in fp32."""
+    return _EXACT_BLOCKS
 
 
 @contextlib.contextmanager
@@ -46,8 +55,10 @@ def bf16_matmuls(enabled: bool = True) -> Iterator[None]:
 
 @contextlib.contextmanager
 def full_precision(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
-    """Autocast and bf16_matmuls() off for the block; yields the tensors with half types raised to fp32 (fp32 and
-    fp64 unchanged)."""
+    """Autocast and bf16_matmuls() off for the block's forward; yields the tensors with half types raised to fp32
+    (fp32 and fp64 unchanged)."""
+    global _EXACT_BLOCKS
+    _EXACT_BLOCKS += 1
     device = tensors[0].device.type if tensors else "cpu"
     with torch.autocast(device_type=device, enabled=False), _exact_matmuls():
         yield tuple(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)
