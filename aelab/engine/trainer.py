@@ -266,10 +266,12 @@ class Trainer:
             return
         # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it, and
         # so does a step with exact blocks, whose backward matmuls only autocast leaves in fp32)
-        exact = not self.options.compile and step_has_exact_blocks(self.model, step)
+        losses = {phase.loss or self.loss_fn for phase in self.phases}  # every phase runs under the setting
+        exact = not self.options.compile and any(
+            step_has_exact_blocks(self.model, lambda fn=fn: fn(batch, self.step + 1)) for fn in losses)
         if exact:
-            log.info("bf16 autocast: this model's step has exact (full_precision) blocks, whose backward matmuls "
-                     "bf16 matmuls in an fp32 step would round")
+            log.info("bf16 autocast: this model's step has full_precision() blocks, whose backward matmuls an fp32 "
+                     "step with bf16 matmuls would round")
         if not self.options.compile and not exact and choose_bf16_matmuls(self.model, step, len(batch)):
             self.bf16_matmuls = True
         else:
