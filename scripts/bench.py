@@ -289,6 +289,7 @@ def ablation(run_dir: Path, steps: int, rounds: int = 15) -> tuple[dict[str, flo
         "linear: torch's matmul (others auto)": ([], ("auto", {"linear": "off"})),
         "linear: oneDNN (others auto)": ([], ("auto", {"linear": "on"})),
         "Bernoulli NLL: BCE with logits (others auto)": ([], ("auto", {"bernoulli_nll": "off"})),
+        "bf16 by autocast, not bf16 matmuls in fp32 (others auto)": ([], ("auto", {"bf16_matmul": "off"})),
         "foreach Adam instead of fused": (["trainer.optimizer.fused=false"], ("auto", {})),
     }
     trainers = {}
