@@ -123,11 +123,17 @@ def test_onednn_linear_can_be_switched_off() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="inductor needs a C compiler")
-def test_compiled_training_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_training_step_matches_eager() -> None:
     """trainer.compile=true: inductor must not lower the oneDNN linear (it needs constant weights)."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # the same noise as eager
+    # the same noise as eager; inductor's own patch, which restores the setting (monkeypatch's undo deleted it, and
+    # every later compile in the process failed: "torch._inductor.config.fallback_random does not exist")
+    with torch._inductor.config.patch(fallback_random=True):
+        _compare_compiled_vae()
+
+
+def _compare_compiled_vae() -> None:
     from aelab.models.vae import VAE
     from aelab.nets.mlp import MLPArch
     from aelab.data.base import Batch
@@ -143,6 +149,25 @@ def test_compiled_training_step_matches_eager(monkeypatch: pytest.MonkeyPatch) -
         assert torch.allclose(eager[name], compiled[name], rtol=1e-4), name
     sum(compiled.values()).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="inductor needs a C compiler")
+def test_a_compiled_first_step_chooses_the_conv_layout_eagerly(fast_paths) -> None:
+    """trainer.compile=true on a conv model: the first forward is traced before any layout is chosen; the choice (a
+    timing, then moving the parameters) runs eagerly outside the graph instead of failing inside it (it did:
+    `aelab train experiment=beta_tcvae_dsprites trainer.compile=true` stopped with a traceback at its first step)."""
+    from aelab.data.base import Batch
+    from aelab.models.vae import VAE
+    from aelab.nets.conv import ConvArch
+
+    torch.manual_seed(0)
+    model = VAE(ConvArch([4, 8]), (1, 16, 16), latent_dim=3)
+    terms = torch.compile(model.losses)(Batch(torch.rand(8, 1, 16, 16)), 1)
+    sum(terms.values()).backward()
+    layouts = [c for c in fast_paths.choices() if c.path == "conv_layout"]
+    assert len(layouts) == 2 and all(c.source != "forced" for c in layouts)
+    assert model.encoder.layout is not None and model.decoder.layout is not None
 
 
 # ---- fused optimisers ------------------------------------------------------------------------

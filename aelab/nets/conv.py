@@ -29,9 +29,13 @@ class LayoutTuned(nn.Module):
 
     def _layout_for(self, x: Tensor, *extra: Tensor | None) -> torch.memory_format:
         if self.layout is None:
-            self.layout = CHANNELS_LAST if _channels_last_is_faster(self, x, extra) else torch.contiguous_format
-            self.to(memory_format=self.layout)  # in place: optimizers keep their references
+            self._choose_layout(x, extra)
         return self.layout
+
+    @torch.compiler.disable  # under trainer.compile=true the first step's forward is traced: the choice (a timing
+    def _choose_layout(self, x: Tensor, extra: tuple[Tensor | None, ...]) -> None:  # and a move) runs eagerly
+        self.layout = CHANNELS_LAST if _channels_last_is_faster(self, x, extra) else torch.contiguous_format
+        self.to(memory_format=self.layout)  # in place: optimizers keep their references
 
 
 def _channels_last_is_faster(stack: LayoutTuned, x: Tensor, extra: tuple[Tensor | None, ...]) -> bool:
