@@ -32,8 +32,9 @@ class LayoutTuned(nn.Module):
             self._choose_layout(x, extra)
         return self.layout
 
-    @torch.compiler.disable  # under trainer.compile=true the first step's forward is traced: the choice (a timing
-    def _choose_layout(self, x: Tensor, extra: tuple[Tensor | None, ...]) -> None:  # and a move) runs eagerly
+    # eager even where trainer.compile=true traces the first forward: a timing and a move of the parameters
+    @torch.compiler.disable
+    def _choose_layout(self, x: Tensor, extra: tuple[Tensor | None, ...]) -> None:
         self.layout = CHANNELS_LAST if _channels_last_is_faster(self, x, extra) else torch.contiguous_format
         self.to(memory_format=self.layout)  # in place: optimizers keep their references
 
