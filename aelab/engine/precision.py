@@ -49,32 +49,21 @@ def step_key(model: nn.Module, rows: int) -> str:
 
 def bf16_pays(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
     """The two ways of one training step's forward and backward (bf16 autocast, fp32) for FastPaths.choose."""
-
-    def candidates():
-        def run(dtype: torch.dtype | None) -> None:
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                total = sum(loss().values())
-            total.backward()
-
-        return lambda: run(torch.bfloat16), lambda: run(None), None
-
-    return candidates
+    return lambda: (lambda: _step(loss, autocast=True), lambda: _step(loss), None)
 
 
 def bf16_matmuls_pay(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
     """The two ways of bf16 for one training step's forward and backward (an fp32 step with bf16 matmuls, bf16
     autocast) for FastPaths.choose."""
+    return lambda: (lambda: _step(loss, matmuls=True), lambda: _step(loss, autocast=True), None)
 
-    def candidates():
-        def run(implicit: bool) -> None:
-            with bf16_matmuls(implicit):  # the backward's matmuls too
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not implicit):
-                    total = sum(loss().values())
-                total.backward()
 
-        return lambda: run(True), lambda: run(False), None
-
-    return candidates
+def _step(loss: Callable[[], dict[str, Tensor]], autocast: bool = False, matmuls: bool = False) -> None:
+    """One forward (under bf16 autocast, or not) and backward, with oneDNN's bf16 matmuls in both, or not."""
+    with bf16_matmuls(matmuls):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            total = sum(loss().values())
+        total.backward()
 
 
 def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:

@@ -260,21 +260,19 @@ class Trainer:
         by autocast or by oneDNN's bf16 matmuls in an fp32 step (each timed once per machine, or the run's own choice
         when resuming; aelab/engine/precision.py)."""
         self.precision_pending = False
-        loss_fn = self.phases[0].loss or self.loss_fn
-        step = lambda: loss_fn(batch, self.step + 1)  # noqa: E731
-        if not choose_cpu_bf16(self.model, step, len(batch)):
+        losses = dict.fromkeys(phase.loss or self.loss_fn for phase in self.phases)  # phases may share one, in order
+        steps = [lambda fn=fn: fn(batch, self.step + 1) for fn in losses]  # steps[0]: the first phase's
+        if not choose_cpu_bf16(self.model, steps[0], len(batch)):
             return
         # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it, and
-        # so does a step with exact blocks, whose backward matmuls only autocast leaves in fp32)
-        losses = {phase.loss or self.loss_fn for phase in self.phases}  # every phase runs under the setting
-        exact = not self.options.compile and any(
-            step_has_exact_blocks(self.model, lambda fn=fn: fn(batch, self.step + 1)) for fn in losses)
+        # so does a step with exact blocks in any phase, whose backward matmuls only autocast leaves in fp32)
+        exact = not self.options.compile and any(step_has_exact_blocks(self.model, step) for step in steps)
         if exact:
             log.info("bf16 autocast: this model's step has full_precision() blocks, whose backward matmuls an fp32 "
                      "step with bf16 matmuls would round")
-        if not self.options.compile and not exact and choose_bf16_matmuls(self.model, step, len(batch)):
-            self.bf16_matmuls = True
-        else:
+        self.bf16_matmuls = (not self.options.compile and not exact
+                             and choose_bf16_matmuls(self.model, steps[0], len(batch)))
+        if not self.bf16_matmuls:
             self.amp_dtype = torch.bfloat16
             self._fp32_hooks = keep_outputs_fp32(self.model)
 

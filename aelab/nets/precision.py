@@ -36,21 +36,10 @@ def exact_blocks_entered() -> int:
     return _EXACT_BLOCKS
 
 
-@contextlib.contextmanager
-def bf16_matmuls(enabled: bool = True) -> Iterator[None]:
+def bf16_matmuls(enabled: bool = True) -> contextlib.AbstractContextManager:
     """fp32 CPU matmuls (forward and backward) with their operands rounded to bf16 by oneDNN for the block, where
     enabled; the previous setting is restored after (validation and eval compute in exact fp32)."""
-    global _BF16_MATMULS
-    if not enabled:
-        yield
-        return
-    setting = torch.backends.mkldnn.matmul
-    before, was = setting.fp32_precision, _BF16_MATMULS
-    setting.fp32_precision, _BF16_MATMULS = "bf16", True
-    try:
-        yield
-    finally:
-        setting.fp32_precision, _BF16_MATMULS = before, was
+    return _matmul_setting(True) if enabled else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -60,20 +49,20 @@ def full_precision(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
     global _EXACT_BLOCKS
     _EXACT_BLOCKS += 1
     device = tensors[0].device.type if tensors else "cpu"
-    with torch.autocast(device_type=device, enabled=False), _exact_matmuls():
+    exact = _matmul_setting(False) if _BF16_MATMULS else contextlib.nullcontext()
+    with torch.autocast(device_type=device, enabled=False), exact:
         yield tuple(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors)
 
 
 @contextlib.contextmanager
-def _exact_matmuls() -> Iterator[None]:
+def _matmul_setting(bf16: bool) -> Iterator[None]:
+    """oneDNN's fp32 matmul precision (bf16-rounded operands, or exact) and this module's record of it, for the block;
+    both put back after."""
     global _BF16_MATMULS
-    if not _BF16_MATMULS:
-        yield
-        return
     setting = torch.backends.mkldnn.matmul
-    before = setting.fp32_precision
-    setting.fp32_precision, _BF16_MATMULS = "none", False
+    before, was = setting.fp32_precision, _BF16_MATMULS
+    setting.fp32_precision, _BF16_MATMULS = ("bf16" if bf16 else "none"), bf16
     try:
         yield
     finally:
-        setting.fp32_precision, _BF16_MATMULS = before, True
+        setting.fp32_precision, _BF16_MATMULS = before, was
