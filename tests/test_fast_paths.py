@@ -270,7 +270,7 @@ def test_a_busy_machines_timing_decides_its_own_run_only(fast_paths, tmp_path, m
 
     calls = []
 
-    def busy(fast, plain, sync=None):
+    def busy(fast, plain, sync=None, **timing):
         calls.append(1)
         return fastpath.PairTiming(1e-3, 2e-3, steady=False)
 
@@ -289,7 +289,8 @@ def test_entries_cached_without_steadiness_are_timed_again(fast_paths, tmp_path,
 
     (tmp_path / "fastpaths.json").write_text(json.dumps(  # a cache from before steadiness was asked
         {fastpath.machine_fingerprint(): {"bernoulli_nll|k": {"fast": False, "fast_us": 8e4, "plain_us": 6.8e4}}}))
-    monkeypatch.setattr(fastpath, "time_pair", lambda fast, plain, sync=None: fastpath.PairTiming(1e-4, 1e-3, True))
+    monkeypatch.setattr(fastpath, "time_pair",
+                        lambda fast, plain, sync=None, **timing: fastpath.PairTiming(1e-4, 1e-3, True))
     assert fast_paths.use_fast("bernoulli_nll", "k", None, None) is True
     assert fast_paths.choices()[0].source == "measured"
     stored = json.loads((tmp_path / "fastpaths.json").read_text())[fastpath.machine_fingerprint()]["bernoulli_nll|k"]

@@ -76,34 +76,81 @@ def _fit(compose_cfg, tmp_path, name: str, extra: list[str], steps: int = 30):
     return trainer
 
 
-def test_auto_times_the_step_once_and_records_the_choice(bf16_cpu, compose_cfg, tmp_path, monkeypatch) -> None:
-    """auto on a CPU with bf16: the first step times bf16 against fp32 on the model itself; the choice is cached
-    for the machine, carried in the checkpoint, and timing leaves no trace in what the run computes."""
-    timed = []
-    real = FAST_PATHS.use_fast
+@pytest.mark.parametrize(("model", "family"), [("vae", "VAE"), ("factor_vae", "FactorVAE")])
+def test_auto_times_the_step_once_and_records_the_choice(bf16_cpu, compose_cfg, tmp_path, monkeypatch, model: str,
+                                                         family: str) -> None:
+    """auto on a CPU with bf16: the first step times bf16 against fp32 on the run's own step (every phase, with its
+    update: FactorVAE's second phase trains the discriminator); the choice is cached for the machine, carried in the
+    checkpoint, and timing leaves no trace in what the run computes."""
+    timed, ways = [], []
+    real, real_step = FAST_PATHS.use_fast, trainer_mod.Trainer._step_as
 
-    def spy(path, key, fast, plain, sync=None):
+    def spy(path, key, fast, plain, sync=None, **timing):
         if path == "cpu_bf16":
             timed.append(key)
-        return real(path, key, fast, plain, sync)
+        return real(path, key, fast, plain, sync, **timing)
+
+    def step_as(self, way, batch):
+        ways.append(way)
+        return real_step(self, way, batch)
 
     monkeypatch.setattr(FAST_PATHS, "use_fast", spy)
-    first = _fit(compose_cfg, tmp_path, "first", [])
-    assert len(timed) == 1 and timed[0].startswith("VAE ")
+    monkeypatch.setattr(trainer_mod.Trainer, "_step_as", step_as)
+    first = _fit(compose_cfg, tmp_path, "first", [f"model={model}"])
+    assert len(timed) == 1 and timed[0].startswith(f"{family} ")
+    assert {"fp32", "autocast"} <= set(ways)
     chosen = FAST_PATHS.known("cpu_bf16", timed[0])
-    assert first.amp_dtype == (torch.bfloat16 if chosen else None)
+    assert (first.amp_dtype == torch.bfloat16 or first.bf16_matmuls) is chosen
     state = torch.load(tmp_path / "first" / "checkpoints" / "last.pt", weights_only=False)
     assert state["fast_paths"][f"cpu_bf16|{timed[0]}"]["fast"] is chosen
     cache = json.loads((tmp_path / "data-dir" / "fastpaths.json").read_text())
     assert any(f"cpu_bf16|{timed[0]}" in entries for entries in cache.values())
     # a second run reads the machine's cache (no timing) and computes exactly what the timed run computed
     FAST_PATHS.configure("auto")
-    second = _fit(compose_cfg, tmp_path, "second", [])
+    second = _fit(compose_cfg, tmp_path, "second", [f"model={model}"])
     assert len(timed) == 2
     cpu_bf16 = [c for c in FAST_PATHS.choices() if c.path == "cpu_bf16"]
     assert cpu_bf16[0].source == "cached"
     for p, q in zip(first.model.parameters(), second.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_the_step_is_timed_with_its_update_and_leaves_no_trace(bf16_cpu) -> None:
+    """The optimizer's update streams the weights and Adam's moments through the caches, where autocast's casts of
+    the weights then read them, so the timing runs the whole step (without the update autocast timed faster than it
+    trains); the parameters, the optimizer's moments and the gradients are put back after."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.randn(32, 8)
+
+    def loss() -> dict[str, torch.Tensor]:
+        return {"mse": (model(x) - x).square().mean()}
+
+    loss()["mse"].backward()  # one real step first: the moments to put back are not empty
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    weights = [p.detach().clone() for p in model.parameters()]
+    moments = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in model.parameters()]
+    ways = []
+
+    def step(way: str) -> None:  # what the trainer hands over: its own step, with the update
+        ways.append(way)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=way == "autocast"):
+            total = loss()["mse"]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    precision.choose_cpu_bf16(model, step, len(x), [optimizer])
+    precision.choose_bf16_matmuls(model, step, len(x), [optimizer])
+    assert {"fp32", "autocast", "matmuls"} <= set(ways)
+    assert precision.step_key(model, len(x)).endswith("train step")
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights))
+    for p, saved in zip(model.parameters(), moments):
+        assert optimizer.state[p].keys() == saved.keys()
+        assert all(torch.equal(optimizer.state[p][k], v) for k, v in saved.items())
+    assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("model", ["vae", "iwae", "wae", "vamp"])

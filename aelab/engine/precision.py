@@ -2,9 +2,14 @@
 
 A CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm) runs bf16 matmuls at about twice its fp32 rate:
 400 against 190 GFLOP/s at the MLP VAE's 128x784x512 shapes on a 2-core AMD EPYC. Whether a whole training step
-gains depends on how much of it is matmul, so `trainer.precision=auto` times this model's own step (forward and
-backward of its loss on the first training batch) both ways, as the other fast paths time theirs (the `cpu_bf16`
-path of aelab/nets/fastpath.py): cached per machine, recorded with the run, adopted on resume.
+gains depends on how much of it is matmul, so `trainer.precision=auto` times the run's own training step (every
+phase's forward, backward and update, on the first training batch) both ways, as the other fast paths time theirs
+(the `cpu_bf16` path of aelab/nets/fastpath.py): cached per machine, recorded with the run, adopted on resume. The
+update belongs in the timing: it streams the parameters and Adam's moments through the caches, so that the next
+step's casts of the weights to bf16 read memory, where forward and backward alone would find them cache-hot (on
+the MLP VAE, autocast timed 3-8% faster than the bf16 matmuls below without the update, and trains 5-10% slower).
+Each measurement runs ~100 ms of one way's steps in a row, as training does (shorter blocks, alternating, measured
+the two ways closer than training finds them), and the timing leaves no trace.
 
 What runs in bf16 is the networks' layers; their outputs come back to fp32 (`keep_outputs_fp32`) and the losses
 are computed in fp32, with the expansions that cancel held in fp32 under autocast (aelab/nets/precision.py). So a
@@ -18,14 +23,14 @@ oneDNN rounding only the matmuls' operands to bf16 (aelab/nets/precision.py's `b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from aelab.nets.fastpath import FAST_PATHS, rows_bucket
-from aelab.nets.precision import bf16_matmuls, exact_blocks_entered
+from aelab.nets.precision import exact_blocks_entered
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
 
@@ -42,45 +47,38 @@ def cpu_has_bf16_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def step_key(model: nn.Module, rows: int) -> str:
-    """What the choice depends on: the family, the size of its networks and the batch."""
+    """What the choice depends on: the family, the size of its networks and the batch. ("train step": timed with the
+    optimizer's update; choices timed without it, under the key "... train", are not reused.)"""
     params = sum(p.numel() for p in model.parameters())
-    return f"{type(model).__name__} {params} params x{rows_bucket(rows)} train"
+    return f"{type(model).__name__} {params} params x{rows_bucket(rows)} train step"
 
 
-def bf16_pays(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
-    """The two ways of one training step's forward and backward (bf16 autocast, fp32) for FastPaths.choose."""
-    return lambda: (lambda: _step(loss, autocast=True), lambda: _step(loss), None)
+Loss = Callable[[], dict[str, Tensor]]
+Step = Callable[[str], None]  # one training step of the run, computed the named way: "fp32", "autocast" or "matmuls"
+STEP_SECONDS = 0.1  # a timed measurement runs one way's steps in a row for at least this long (~30 MLP steps)
+STEP_BUDGET = 1.0  # seconds for a step's timing (5 rounds of an MLP's), once per machine
 
 
-def bf16_matmuls_pay(loss: Callable[[], dict[str, Tensor]]) -> Callable[[], tuple]:
-    """The two ways of bf16 for one training step's forward and backward (an fp32 step with bf16 matmuls, bf16
-    autocast) for FastPaths.choose."""
-    return lambda: (lambda: _step(loss, matmuls=True), lambda: _step(loss, autocast=True), None)
+def choose_cpu_bf16(model: nn.Module, step: Step, rows: int, optimizers: Sequence[torch.optim.Optimizer] = ()
+                    ) -> bool:
+    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded).
+    `step` runs the run's own training step; `optimizers` are those it updates (their state is put back)."""
+    return _choose_step("cpu_bf16", model, lambda: (lambda: step("autocast"), lambda: step("fp32"), None), rows,
+                        optimizers)
 
 
-def _step(loss: Callable[[], dict[str, Tensor]], autocast: bool = False, matmuls: bool = False) -> None:
-    """One forward (under bf16 autocast, or not) and backward, with oneDNN's bf16 matmuls in both, or not."""
-    with bf16_matmuls(matmuls):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            total = sum(loss().values())
-        total.backward()
-
-
-def choose_cpu_bf16(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
-    """Whether this run trains with bf16 autocast on the CPU (the `cpu_bf16` fast path: timed, cached, recorded)."""
-    return _choose_step("cpu_bf16", model, bf16_pays(loss), rows)
-
-
-def choose_bf16_matmuls(model: nn.Module, loss: Callable[[], dict[str, Tensor]], rows: int) -> bool:
+def choose_bf16_matmuls(model: nn.Module, step: Step, rows: int, optimizers: Sequence[torch.optim.Optimizer] = ()
+                        ) -> bool:
     """Where bf16 pays: whether the step runs in fp32 with oneDNN's bf16 matmuls instead of under autocast (the
     `bf16_matmul` fast path). Autocast casts every weight to bf16 in the forward and every weight gradient back in
     the backward, kernels of their own that stream the weights through memory twice more; oneDNN rounds operands
     as it packs them anyway. Which is faster depends on the model: matmul-bound MLPs gain, convolutions (left in
     exact fp32 by the matmul setting) lose."""
-    return _choose_step("bf16_matmul", model, bf16_matmuls_pay(loss), rows)
+    return _choose_step("bf16_matmul", model, lambda: (lambda: step("matmuls"), lambda: step("autocast"), None), rows,
+                        optimizers)
 
 
-def step_has_exact_blocks(model: nn.Module, loss: Callable[[], dict[str, Tensor]]) -> bool:
+def step_has_exact_blocks(model: nn.Module, loss: Loss) -> bool:
     """Whether this model's training step enters full_precision() (MMD distances, mixture densities, VQ look-ups,
     covariances): one forward pass, leaving no trace. Such a step keeps autocast (see exact_blocks_entered)."""
     before = exact_blocks_entered()
@@ -89,29 +87,40 @@ def step_has_exact_blocks(model: nn.Module, loss: Callable[[], dict[str, Tensor]
     return exact_blocks_entered() > before
 
 
-def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], rows: int) -> bool:
+def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], rows: int,
+                 optimizers: Sequence[torch.optim.Optimizer]) -> bool:
     """A choice between two ways of this model's training step, timed on the step itself."""
     key = step_key(model, rows)
     if FAST_PATHS.known(path, key) is None:
-        with _no_trace(model):
-            FAST_PATHS.choose(path, key, candidates)
+        with _no_trace(model, optimizers):
+            FAST_PATHS.choose(path, key, candidates, min_seconds=STEP_SECONDS, budget_seconds=STEP_BUDGET)
     return bool(FAST_PATHS.known(path, key))
 
 
 @contextlib.contextmanager
-def _no_trace(model: nn.Module) -> Iterator[None]:
+def _no_trace(model: nn.Module, optimizers: Sequence[torch.optim.Optimizer] = ()) -> Iterator[None]:
     """Steps run to time or inspect the model leave no trace: the random state is restored, buffers (BatchNorm
-    statistics, EMA codebooks) are put back and gradients too, so a run that times draws and computes exactly as
-    one that read the cache. The networks hand back fp32 outputs meanwhile, as under the run's autocast."""
+    statistics, EMA codebooks) are put back and gradients too, and so are the parameters and the optimizers' states
+    where the steps update them, so a run that times draws and computes exactly as one that read the cache. The
+    networks hand back fp32 outputs meanwhile, as under the run's autocast."""
     hooks = keep_outputs_fp32(model)
     saved = [b.detach().clone() for b in model.buffers()]
     grads = [p.grad for p in model.parameters()]
+    params = [p.detach().clone() for p in model.parameters()] if optimizers else []
+    states = [{p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+               for p, state in optimizer.state.items()} for optimizer in optimizers]
     try:
         with torch.random.fork_rng(devices=[]):
             yield
     finally:
         for buffer, value in zip(model.buffers(), saved):
             buffer.copy_(value)
+        with torch.no_grad():
+            for p, value in zip(model.parameters(), params):
+                p.copy_(value)
+        for optimizer, state in zip(optimizers, states):
+            optimizer.state.clear()  # moments the timed steps made (the first step's) were not there before
+            optimizer.state.update(state)
         for p, g in zip(model.parameters(), grads):
             p.grad = g
         for h in hooks:

@@ -218,9 +218,9 @@ class Trainer:
 
     def train_step(self, batch) -> dict[str, torch.Tensor]:
         """One step of every phase; returns the detached terms each phase minimised."""
+        self.step += 1
         if self.precision_pending:
             self._choose_precision(batch)
-        self.step += 1
         with bf16_matmuls(self.bf16_matmuls):
             return self._phases_step(batch)
 
@@ -260,21 +260,36 @@ class Trainer:
         by autocast or by oneDNN's bf16 matmuls in an fp32 step (each timed once per machine, or the run's own choice
         when resuming; aelab/engine/precision.py)."""
         self.precision_pending = False
-        losses = dict.fromkeys(phase.loss or self.loss_fn for phase in self.phases)  # phases may share one, in order
-        steps = [lambda fn=fn: fn(batch, self.step + 1) for fn in losses]  # steps[0]: the first phase's
-        if not choose_cpu_bf16(self.model, steps[0], len(batch)):
+
+        def step(way: str) -> None:  # the step as it runs, every phase with its update (timing puts all back)
+            self._step_as(way, batch)
+
+        if not choose_cpu_bf16(self.model, step, len(batch), self.optimizers):
             return
         # which way to bf16: an eager fp32 step with oneDNN's bf16 matmuls, or autocast (a compiled step keeps it, and
         # so does a step with exact blocks in any phase, whose backward matmuls only autocast leaves in fp32)
-        exact = not self.options.compile and any(step_has_exact_blocks(self.model, step) for step in steps)
+        losses = dict.fromkeys(phase.loss or self.loss_fn for phase in self.phases)  # phases may share one
+        exact = not self.options.compile and any(
+            step_has_exact_blocks(self.model, lambda fn=fn: fn(batch, self.step)) for fn in losses)
         if exact:
             log.info("bf16 autocast: this model's step has full_precision() blocks, whose backward matmuls an fp32 "
                      "step with bf16 matmuls would round")
         self.bf16_matmuls = (not self.options.compile and not exact
-                             and choose_bf16_matmuls(self.model, steps[0], len(batch)))
+                             and choose_bf16_matmuls(self.model, step, len(batch), self.optimizers))
         if not self.bf16_matmuls:
             self.amp_dtype = torch.bfloat16
             self._fp32_hooks = keep_outputs_fp32(self.model)
+
+    def _step_as(self, way: str, batch) -> None:
+        """One step of every phase computed `way` (fp32, autocast or matmuls: an fp32 step with oneDNN's bf16
+        matmuls), for the precision timing; the run's own settings are left as they were."""
+        amp, skipped = self.amp_dtype, self.skipped
+        self.amp_dtype = torch.bfloat16 if way == "autocast" else None
+        try:
+            with bf16_matmuls(way == "matmuls"):
+                self._phases_step(batch)
+        finally:
+            self.amp_dtype, self.skipped = amp, skipped
 
     def _skip_batch(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
         self.skipped += 1

@@ -49,6 +49,8 @@ PATHS = {  # name: (the fast way, the plain way)
 }
 MODES = ("auto", "on", "off", "retune")
 TIE = 0.03  # the fast way must win by more than this fraction: a tie keeps torch's own op
+MIN_SECONDS = 1e-3  # each timed measurement repeats its way at least this long (timer resolution)
+BUDGET_SECONDS = 0.4  # a timing's rounds stop near this: start-up must stay short
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,8 @@ class FastPaths:
         return None if made is None else made.fast
 
     def choose(self, path: str, key: str,
-               candidates: Callable[[], tuple[Callable[[], object], Callable[[], object], Callable[[], None] | None]]
-               ) -> bool:
+               candidates: Callable[[], tuple[Callable[[], object], Callable[[], object], Callable[[], None] | None]],
+               min_seconds: float = MIN_SECONDS, budget_seconds: float = BUDGET_SECONDS) -> bool:
         """Whether `path` takes its fast way for `key`: the choice already made in this process, else the fast
         way while torch.compile traces (nothing can be timed then), else use_fast on candidates() -> (the fast
         way, the plain way, a device sync or None), built only when a timing is needed."""
@@ -144,12 +146,14 @@ class FastPaths:
 
         if torch.compiler.is_compiling():
             return True
-        return self.use_fast(path, key, *candidates())
+        return self.use_fast(path, key, *candidates(), min_seconds=min_seconds, budget_seconds=budget_seconds)
 
     def use_fast(self, path: str, key: str, time_fast: Callable[[], object], time_plain: Callable[[], object],
-                 sync: Callable[[], None] | None = None) -> bool:
+                 sync: Callable[[], None] | None = None, min_seconds: float = MIN_SECONDS,
+                 budget_seconds: float = BUDGET_SECONDS) -> bool:
         """Whether `path` takes its fast way for `key`; times the two callables (each runs the way once) if no
-        choice is known. Callers skip this where the fast way does not apply at all (another device, dtype)."""
+        choice is known, each measurement repeating its way for at least min_seconds, within about budget_seconds
+        (time_pair). Callers skip this where the fast way does not apply at all (another device, dtype)."""
         made = self.made.get((path, key))
         if made is not None:
             return made.fast
@@ -165,7 +169,8 @@ class FastPaths:
             elif not self.timing:
                 choice = Choice(path, key, False, source="untimed in a distributed run")
             else:
-                timing = time_pair(time_fast, time_plain, sync)
+                timing = time_pair(time_fast, time_plain, sync, min_seconds=min_seconds,
+                                   budget_seconds=budget_seconds)
                 choice = Choice(path, key, timing.fast_s < timing.plain_s * (1 - TIE), timing.fast_s * 1e6,
                                 timing.plain_s * 1e6, "measured" if timing.steady else "measured, busy: not cached",
                                 timing.steady)
@@ -207,7 +212,7 @@ STEADY = 1.25  # a timing whose two best rounds differ by more was disturbed (an
 
 
 def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
-              rounds: int = 7, min_seconds: float = 1e-3, budget_seconds: float = 0.4) -> PairTiming:
+              rounds: int = 7, min_seconds: float = MIN_SECONDS, budget_seconds: float = BUDGET_SECONDS) -> PairTiming:
     """Seconds per call of each, the best of `rounds` interleaved measurements (interleaving shares any drift
     of the machine's speed between the two; the minimum is the least disturbed); each measurement repeats the
     call until it lasts min_seconds, so timer resolution does not decide small shapes. Calls slow enough to
