@@ -80,6 +80,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {  # by command (its config's name), ov
         "generation.samples": COUNT, "generation.epochs": POSITIVE,  # generation.prior: _sample_prior
         **{f"disentanglement.{k}": AT_LEAST_2 for k in ("num_train", "num_eval", "batch_size", "variance_points",
                                                          "bins")},  # disentanglement.dci_estimator: _one_of
+        "disentanglement.sampled_mig.samples": AT_LEAST_2,  # disentanglement.sampled_mig.factors: _one_of
         "views.points": AT_LEAST_2, "views.tsne": COUNT, "views.grid_size": AT_LEAST_2,
     },
     "sample": {  # prior: _sample_prior
@@ -453,7 +454,8 @@ _sample_prior = functools.partial(_one_of, module="aelab.models.fitted_prior", n
 check_train = _checked("train", GROUPS, then=(_resume, _objective))
 check_eval = _checked("eval", ("data",), first=(_run,),
                       then=(_outliers, _sample_prior("generation.prior"),
-                            _one_of("disentanglement.dci_estimator", "aelab.metrics.disentanglement", "DCI_ESTIMATORS")))
+                            _one_of("disentanglement.dci_estimator", "aelab.metrics.disentanglement", "DCI_ESTIMATORS"),
+                            _one_of("disentanglement.sampled_mig.factors", "aelab.metrics.sampled_mig", "FACTOR_SETS")))
 check_sample = _checked("sample", ("data",), first=(_run,), then=(_span, _sample_prior("prior")))
 check_interpolate = _checked("interpolate", ("data",), first=(_run,), then=(_arithmetic,))
 check_report = _checked("report", first=(_report_dir,))

@@ -141,6 +141,7 @@ class FactorSpec:
     names: tuple[str, ...]
     sizes: tuple[int, ...]
     render: Callable[[Tensor], Tensor]  # factor indices (N, F) int64 -> float images (N, C, H, W) in [0, 1], CPU
+    chen_mig_factors: tuple[str, ...] | None = None  # those Chen et al.'s MIG averages over, on a data set of theirs
 
 
 @dataclass

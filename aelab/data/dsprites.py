@@ -192,7 +192,10 @@ def load_dsprites(
         if not had_cache:
             notes.append(f"drew the {NUM_COMBINATIONS:,}-image grid in {time.perf_counter() - start:.0f} s "
                          f"and cached it at {cache_path(size)}")
-    spec = FactorSpec(FACTOR_NAMES, FACTOR_SIZES, partial(render_float, size=size))
+    # Chen et al.'s MIG leaves shape out (rtqichen/beta-tcvae, metric_helpers/mi_metric.py: factor_entropies
+    # [6, 40, 32, 32])
+    spec = FactorSpec(FACTOR_NAMES, FACTOR_SIZES, partial(render_float, size=size),
+                      chen_mig_factors=("scale", "orientation", "posX", "posY"))
     name = "dsprites" if size == 64 else f"dsprites{size}"
     return TensorData(name, x, grid[:, 0].clone(), num_classes=len(SHAPES), class_names=list(SHAPES),
                       notes=notes, factors=grid, factor_spec=spec)
