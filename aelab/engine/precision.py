@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from aelab.nets.fastpath import FAST_PATHS, rows_bucket
+from aelab.nets.fastpath import FAST_PATHS, TimingPlan, rows_bucket
 from aelab.nets.precision import exact_blocks_entered
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX-BF16; Arm's BF16 extension
@@ -55,8 +55,9 @@ def step_key(model: nn.Module, rows: int) -> str:
 
 Loss = Callable[[], dict[str, Tensor]]
 Step = Callable[[str], None]  # one training step of the run, computed the named way: "fp32", "autocast" or "matmuls"
-STEP_SECONDS = 0.1  # a timed measurement runs one way's steps in a row for at least this long (~30 MLP steps)
-STEP_BUDGET = 1.0  # seconds for a step's timing (5 rounds of an MLP's), once per machine
+# each measurement runs one way's steps in a row, ~100 ms (30 steps of the MLP VAE, 30 of a small test model), and
+# five rounds of the MLP VAE's fit in the second the timing takes, once per machine
+STEP_TIMING = TimingPlan(min_seconds=0.1, budget_seconds=1.0, max_reps=30)
 
 
 def choose_cpu_bf16(model: nn.Module, step: Step, rows: int, optimizers: Sequence[torch.optim.Optimizer] = ()
@@ -93,7 +94,7 @@ def _choose_step(path: str, model: nn.Module, candidates: Callable[[], tuple], r
     key = step_key(model, rows)
     if FAST_PATHS.known(path, key) is None:
         with _no_trace(model, optimizers):
-            FAST_PATHS.choose(path, key, candidates, min_seconds=STEP_SECONDS, budget_seconds=STEP_BUDGET)
+            FAST_PATHS.choose(path, key, candidates, plan=STEP_TIMING)
     return bool(FAST_PATHS.known(path, key))
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ PATHS = {  # name: (the fast way, the plain way)
 }
 MODES = ("auto", "on", "off", "retune")
 TIE = 0.03  # the fast way must win by more than this fraction: a tie keeps torch's own op
-MIN_SECONDS = 1e-3  # each timed measurement repeats its way at least this long (timer resolution)
-BUDGET_SECONDS = 0.4  # a timing's rounds stop near this: start-up must stay short
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class FastPaths:
 
     def choose(self, path: str, key: str,
                candidates: Callable[[], tuple[Callable[[], object], Callable[[], object], Callable[[], None] | None]],
-               min_seconds: float = MIN_SECONDS, budget_seconds: float = BUDGET_SECONDS) -> bool:
+               plan: TimingPlan | None = None) -> bool:
         """Whether `path` takes its fast way for `key`: the choice already made in this process, else the fast
         way while torch.compile traces (nothing can be timed then), else use_fast on candidates() -> (the fast
         way, the plain way, a device sync or None), built only when a timing is needed."""
@@ -146,14 +145,13 @@ class FastPaths:
 
         if torch.compiler.is_compiling():
             return True
-        return self.use_fast(path, key, *candidates(), min_seconds=min_seconds, budget_seconds=budget_seconds)
+        return self.use_fast(path, key, *candidates(), plan=plan)
 
     def use_fast(self, path: str, key: str, time_fast: Callable[[], object], time_plain: Callable[[], object],
-                 sync: Callable[[], None] | None = None, min_seconds: float = MIN_SECONDS,
-                 budget_seconds: float = BUDGET_SECONDS) -> bool:
+                 sync: Callable[[], None] | None = None, plan: TimingPlan | None = None) -> bool:
         """Whether `path` takes its fast way for `key`; times the two callables (each runs the way once) if no
-        choice is known, each measurement repeating its way for at least min_seconds, within about budget_seconds
-        (time_pair). Callers skip this where the fast way does not apply at all (another device, dtype)."""
+        choice is known, as `plan` says (time_pair). Callers skip this where the fast way does not apply at all
+        (another device, dtype)."""
         made = self.made.get((path, key))
         if made is not None:
             return made.fast
@@ -169,8 +167,7 @@ class FastPaths:
             elif not self.timing:
                 choice = Choice(path, key, False, source="untimed in a distributed run")
             else:
-                timing = time_pair(time_fast, time_plain, sync, min_seconds=min_seconds,
-                                   budget_seconds=budget_seconds)
+                timing = time_pair(time_fast, time_plain, sync, plan=plan)
                 choice = Choice(path, key, timing.fast_s < timing.plain_s * (1 - TIE), timing.fast_s * 1e6,
                                 timing.plain_s * 1e6, "measured" if timing.steady else "measured, busy: not cached",
                                 timing.steady)
@@ -211,14 +208,25 @@ class PairTiming:
 STEADY = 1.25  # a timing whose two best rounds differ by more was disturbed (another job on the cores)
 
 
+@dataclass(frozen=True)
+class TimingPlan:
+    """How long time_pair measures. Each measurement repeats its way until it lasts min_seconds (at most max_reps
+    calls), so timer resolution does not decide small shapes; the rounds stop near budget_seconds (at least 2):
+    start-up must stay short."""
+
+    min_seconds: float = 1e-3
+    budget_seconds: float = 0.4
+    max_reps: int | None = None
+
+
 def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
-              rounds: int = 7, min_seconds: float = MIN_SECONDS, budget_seconds: float = BUDGET_SECONDS) -> PairTiming:
+              rounds: int = 7, plan: TimingPlan | None = None) -> PairTiming:
     """Seconds per call of each, the best of `rounds` interleaved measurements (interleaving shares any drift
-    of the machine's speed between the two; the minimum is the least disturbed); each measurement repeats the
-    call until it lasts min_seconds, so timer resolution does not decide small shapes. Calls slow enough to
-    overrun budget_seconds get fewer rounds (at least 2): start-up must stay short. Steady when each way's
-    second-best round is within STEADY of its best: a quiet machine repeats itself, a busy one does not."""
+    of the machine's speed between the two; the minimum is the least disturbed), each as long as `plan` says.
+    Steady when each way's second-best round is within STEADY of its best: a quiet machine repeats itself, a busy
+    one does not."""
     sync = sync or (lambda: None)
+    plan = plan or TimingPlan()
 
     def once(fn: Callable[[], object], reps: int) -> float:
         sync()
@@ -232,9 +240,10 @@ def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Cal
     for fn in (fast, plain):
         fn()  # warm-up: allocations, kernel selection
         samples[fn] = [once(fn, 1)]
-    reps = {fn: max(1, int(min_seconds / max(t[0], 1e-7))) for fn, t in samples.items()}
+    reps = {fn: min(max(1, int(plan.min_seconds / max(t[0], 1e-7))), plan.max_reps or sys.maxsize)
+            for fn, t in samples.items()}
     per_round = sum(reps[fn] * samples[fn][0] for fn in samples)
-    rounds = max(2, min(rounds, int(budget_seconds / max(per_round, 1e-9))))
+    rounds = max(2, min(rounds, int(plan.budget_seconds / max(per_round, 1e-9))))
     for _ in range(rounds):
         for fn in (fast, plain):
             samples[fn].append(once(fn, reps[fn]))
