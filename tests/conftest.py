@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import aelab.sweep.rundirs  # noqa: F401  (registers the resolvers the configs use)
+from aelab.nets.fastpath import TimingPlan
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: each stays single-threaded (set before any test imports torch), so OpenMP threads of two
@@ -46,6 +47,9 @@ def _offline_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     # A fast path's timing is cached only when steady (aelab/nets/fastpath.py); tests that check the caching must not
     # depend on how busy the machine running them is. tests/test_fast_paths.py checks the steadiness rule itself.
     monkeypatch.setattr("aelab.nets.fastpath.STEADY", float("inf"))
+    # The bf16 choice times a real model's step in ~100-ms blocks, a second a model once per machine; the suite's
+    # hundreds of small models are timed as the other fast paths are (tests/test_precision.py checks the plan).
+    monkeypatch.setattr("aelab.engine.precision.STEP_TIMING", TimingPlan())
 
 
 @pytest.fixture

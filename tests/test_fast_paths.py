@@ -312,9 +312,9 @@ def test_steadiness_is_two_rounds_that_agree(monkeypatch) -> None:
     def growing() -> None:  # 1, 3, 9, 27, ... ms: no two rounds agree, as on a machine getting busier
         time.sleep(next(durations))
 
-    timing = fastpath.time_pair(constant, constant, rounds=3, plan=fastpath.TimingPlan(budget_seconds=1.0))
+    timing = fastpath.time_pair(constant, constant, plan=fastpath.TimingPlan(budget_seconds=1.0, rounds=3))
     assert timing.steady and 0.005 <= timing.fast_s < 0.02
-    assert not fastpath.time_pair(constant, growing, rounds=3, plan=fastpath.TimingPlan(budget_seconds=1.0)).steady
+    assert not fastpath.time_pair(constant, growing, plan=fastpath.TimingPlan(budget_seconds=1.0, rounds=3)).steady
 
 
 def test_a_plan_bounds_each_measurement_by_time_and_by_calls() -> None:
@@ -327,7 +327,7 @@ def test_a_plan_bounds_each_measurement_by_time_and_by_calls() -> None:
     def way(name: str):
         return lambda: calls.__setitem__(name, calls[name] + 1)
 
-    fastpath.time_pair(way("fast"), way("plain"), rounds=3, plan=fastpath.TimingPlan(min_seconds=10.0, max_reps=4))
+    fastpath.time_pair(way("fast"), way("plain"), plan=fastpath.TimingPlan(min_seconds=10.0, max_reps=4, rounds=3))
     assert calls == {"fast": 2 + 3 * 4, "plain": 2 + 3 * 4}  # warm-up and first sample, then 3 rounds of 4 calls
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from aelab.engine import precision, trainer as trainer_mod
 from aelab.models.mmd import squared_distances
 from aelab.models.vamp import mixture_log_density
-from aelab.nets.fastpath import FAST_PATHS
+from aelab.nets.fastpath import FAST_PATHS, TimingPlan
 
 TINY = ["data=synthetic", "latent_dim=4", "batch_size=64", "device=cpu", "logger=none", "seed=0"]
 
@@ -115,7 +116,7 @@ def test_auto_times_the_step_once_and_records_the_choice(bf16_cpu, compose_cfg, 
         assert torch.equal(p, q)
 
 
-def test_the_step_is_timed_with_its_update_and_leaves_no_trace(bf16_cpu) -> None:
+def test_the_step_is_timed_with_its_update_and_leaves_no_trace(bf16_cpu, monkeypatch) -> None:
     """The optimizer's update streams the weights and Adam's moments through the caches, where autocast's casts of
     the weights then read them, so the timing runs the whole step (without the update autocast timed faster than it
     trains); the parameters, the optimizer's moments and the gradients are put back after."""
@@ -142,9 +143,13 @@ def test_the_step_is_timed_with_its_update_and_leaves_no_trace(bf16_cpu) -> None
         total.backward()
         optimizer.step()
 
+    # blocks of one way's steps in a row, as training runs them (a real model's: ~100 ms, at most 30 steps)
+    monkeypatch.setattr(precision, "STEP_TIMING", TimingPlan(min_seconds=10.0, max_reps=3, rounds=2))
     precision.choose_cpu_bf16(model, step, len(x), [optimizer])
+    assert [(way, len(list(run))) for way, run in itertools.groupby(ways)] == [
+        ("autocast", 2), ("fp32", 2), ("autocast", 3), ("fp32", 3), ("autocast", 3), ("fp32", 3)]  # warm-up, 2 rounds
     precision.choose_bf16_matmuls(model, step, len(x), [optimizer])
-    assert {"fp32", "autocast", "matmuls"} <= set(ways)
+    assert {"fp32", "autocast", "matmuls"} == set(ways)
     assert precision.step_key(model, len(x)).endswith("train step")
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights))
     for p, saved in zip(model.parameters(), moments):

@@ -55,8 +55,8 @@ def step_key(model: nn.Module, rows: int) -> str:
 
 Loss = Callable[[], dict[str, Tensor]]
 Step = Callable[[str], None]  # one training step of the run, computed the named way: "fp32", "autocast" or "matmuls"
-# each measurement runs one way's steps in a row, ~100 ms (30 steps of the MLP VAE, 30 of a small test model), and
-# five rounds of the MLP VAE's fit in the second the timing takes, once per machine
+# each measurement runs one way's steps in a row for ~100 ms (at most 30 steps: 30 of the MLP VAE's), as many rounds
+# as fit in a second (5 of the MLP VAE's: 3 were not enough to tell its two bf16 ways apart every time)
 STEP_TIMING = TimingPlan(min_seconds=0.1, budget_seconds=1.0, max_reps=30)
 
 

@@ -211,18 +211,19 @@ STEADY = 1.25  # a timing whose two best rounds differ by more was disturbed (an
 @dataclass(frozen=True)
 class TimingPlan:
     """How long time_pair measures. Each measurement repeats its way until it lasts min_seconds (at most max_reps
-    calls), so timer resolution does not decide small shapes; the rounds stop near budget_seconds (at least 2):
-    start-up must stay short."""
+    calls), so timer resolution does not decide small shapes; `rounds` of them, fewer where they would overrun
+    budget_seconds (at least 2): start-up must stay short."""
 
     min_seconds: float = 1e-3
     budget_seconds: float = 0.4
     max_reps: int | None = None
+    rounds: int = 7
 
 
 def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Callable[[], None] | None = None,
-              rounds: int = 7, plan: TimingPlan | None = None) -> PairTiming:
-    """Seconds per call of each, the best of `rounds` interleaved measurements (interleaving shares any drift
-    of the machine's speed between the two; the minimum is the least disturbed), each as long as `plan` says.
+              plan: TimingPlan | None = None) -> PairTiming:
+    """Seconds per call of each, the best of the plan's rounds of interleaved measurements (interleaving shares any
+    drift of the machine's speed between the two; the minimum is the least disturbed), each as long as it says.
     Steady when each way's second-best round is within STEADY of its best: a quiet machine repeats itself, a busy
     one does not."""
     sync = sync or (lambda: None)
@@ -243,7 +244,7 @@ def time_pair(fast: Callable[[], object], plain: Callable[[], object], sync: Cal
     reps = {fn: min(max(1, int(plan.min_seconds / max(t[0], 1e-7))), plan.max_reps or sys.maxsize)
             for fn, t in samples.items()}
     per_round = sum(reps[fn] * samples[fn][0] for fn in samples)
-    rounds = max(2, min(rounds, int(plan.budget_seconds / max(per_round, 1e-9))))
+    rounds = max(2, min(plan.rounds, int(plan.budget_seconds / max(per_round, 1e-9))))
     for _ in range(rounds):
         for fn in (fast, plain):
             samples[fn].append(once(fn, reps[fn]))
