@@ -4,9 +4,11 @@ The split's report (loss terms, the family's diagnostics, pictures) comes from t
 uses each epoch (aelab/engine/measure.py); eval adds what is too costly for every epoch: reconstruction quality
 (BCE, MSE, PSNR, SSIM), ELBO terms and the importance-sampled NLL (families with a Gaussian posterior),
 linear-probe / k-NN accuracy of the codes with PCA as the reference line, denoising PSNR per noise level,
-anomaly-detection AUROC / AUPRC, and for families with a prior the Fréchet distance and precision / recall in a
-small classifier's feature space. metrics.json holds flat `split/metric` keys and is written as each group of
-metrics is done, so a later failure loses nothing already measured.
+anomaly-detection AUROC / AUPRC, for families with a prior the Fréchet distance and precision / recall in a
+small classifier's feature space, and on data with known factors the disentanglement scores (with, on request,
+MIG as the β-TCVAE paper estimates it over the whole grid: `disentanglement.sampled_mig`). metrics.json holds
+flat `split/metric` keys and is written as each group of metrics is done, so a later failure loses nothing already
+measured.
 """
 
 from __future__ import annotations
