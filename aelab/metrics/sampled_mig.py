@@ -31,15 +31,12 @@ import torch
 from torch import Tensor
 
 from aelab.metrics.disentanglement import FactorSource
+from aelab.models.iwae import log_normal
 
 Posterior = Callable[[Tensor], tuple[Tensor, Tensor]]  # images (B, C, H, W) in [0, 1] -> mu, log-variance (B, D)
 LOG_2PI = math.log(2 * math.pi)
 FACTOR_SETS = ("all", "chen")  # every factor, or those Chen et al. average over (FactorSpec.chen_mig_factors)
 EXP_FLOOR = -80.0  # a term this far (in log-density) below the code's own counts as e^-80: nothing beside e^0
-
-
-def gaussian_log_density(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
-    return -0.5 * (LOG_2PI + log_var + (z - mu).square() * torch.exp(-log_var))
 
 
 def mixture_entropies(codes: Tensor, own: Tensor, mu: Tensor, log_var: Tensor, *, rows: int = 64,
@@ -50,7 +47,8 @@ def mixture_entropies(codes: Tensor, own: Tensor, mu: Tensor, log_var: Tensor, *
     densities are computed as differences (z - mu), never by expanding the square, whose terms cancel in float32 for
     narrow posteriors; blocks of rows x cols stay in the caches."""
     num, dims = mu.shape
-    shift = gaussian_log_density(codes, mu[own], log_var[own])  # (S, K): the code's own term, <= the log of its sum
+    # (S, K): each code's own term, <= the log of its sum (log_normal sums over a last axis: here one of size 1)
+    shift = log_normal(codes[..., None], mu[own, :, None], log_var[own, :, None])
     scale = torch.exp(-log_var).mul_(-0.5)  # -1 / (2 var)
     offset = log_var.add(LOG_2PI).mul_(-0.5)  # log of the density's normaliser
     logs = torch.empty(codes.shape, dtype=torch.float64)
